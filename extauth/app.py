@@ -1,0 +1,291 @@
+"""``create_app(settings)``: the connexion AsyncApp serving ``openapi.yaml``.
+
+The spec is the only route table. Around it sit the lifespan (database,
+OAuth client, the ``Links`` service in request state), the error handlers that
+give every non-2xx answer Coder's ``Response`` body, and, with ``--demo``, the
+demo OAuth provider mounted at ``/demo/``.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import connexion
+import yaml
+from connexion.exceptions import (
+    BadRequestProblem,
+    ExtraParameterProblem,
+    NonConformingResponse,
+    ProblemException,
+    Unauthorized,
+)
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.options import SwaggerUIOptions
+from connexion.validators.json import JSONRequestBodyValidator
+from jsonschema import Draft4Validator, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from extauth.errors import (
+    BadRequestError,
+    ExtauthError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    Validation,
+)
+from extauth.links import Links
+from extauth.providers.oauth import OAuthClient
+from extauth.sessions import MISSING_DETAIL
+from extauth.settings import Settings, load_settings
+from extauth.store import Store
+
+log = logging.getLogger("extauth")
+
+API_PREFIX = "/api/v2"
+
+
+def spec_path() -> Path:
+    """``openapi.yaml``: inside the installed package, or at the checkout's root."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "openapi.yaml", here.parent / "openapi.yaml"):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError("openapi.yaml is neither in the package nor at the checkout root")
+
+
+def load_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load(spec_path().read_text(encoding="utf-8"))
+    return spec
+
+
+# -- request bodies -------------------------------------------------------------
+
+
+class JSONBodyValidator(JSONRequestBodyValidator):
+    """JSON bodies with Coder's messages; the schema validator is built once."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._compiled = super()._validator
+
+    @property
+    def _validator(self) -> Any:
+        return self._compiled
+
+    async def _parse(self, stream: Any, scope: Scope) -> Any:
+        raw = b"".join([message async for message in stream])
+        if not raw:
+            return None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadRequestError(
+                "Request body must be valid JSON.", detail="the body is not valid UTF-8"
+            ) from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise BadRequestError("Request body must be valid JSON.", detail=str(exc)) from None
+
+    def _validate(self, body: Any) -> Any:
+        if body is None:
+            raise BadRequestError("Request body must be valid JSON.", detail="the body is empty")
+        errors = sorted(self._compiled.iter_errors(body), key=lambda e: list(e.path))
+        if errors:
+            raise BadRequestError(
+                "Validation failed.",
+                validations=[_validation(e) for e in errors],
+            )
+        return body
+
+
+def _validation(error: ValidationError) -> Validation:
+    path = [str(p) for p in error.absolute_path]
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = next(
+            (n for n in error.validator_value if n not in error.instance), "body"
+        )
+        return Validation(".".join([*path, missing]), f"{missing!r} is required")
+    return Validation(".".join(path) or "body", error.message)
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+class _Allow:
+    """The methods the spec declares for a request path, for 405 answers."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.routes: list[tuple[re.Pattern[str], str]] = []
+        for path, item in spec.get("paths", {}).items():
+            methods = sorted(m.upper() for m in item if m in _METHODS)
+            if "GET" in methods:
+                methods.append("HEAD")
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))
+            self.routes.append((re.compile(f"^{pattern}$"), ", ".join(sorted(methods))))
+
+    def __call__(self, path: str) -> str:
+        for pattern, methods in self.routes:
+            if pattern.match(path):
+                return methods
+        return ""
+
+
+_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def _json_response(status: int, body: dict[str, Any], headers: dict[str, str]) -> ConnexionResponse:
+    return ConnexionResponse(
+        status_code=status,
+        mimetype="application/json",
+        content_type="application/json",
+        body=json.dumps(body),
+        headers=headers,
+    )
+
+
+def _translate(exc: Exception, allow: _Allow, path: str) -> ExtauthError:
+    """Any exception that reaches the edge, as an ExtauthError."""
+    if isinstance(exc, ExtauthError):
+        return exc
+    if isinstance(exc, Unauthorized):
+        detail = str(getattr(exc, "detail", "") or "")
+        if detail == "No authorization token provided":
+            return UnauthorizedError(detail=MISSING_DETAIL)
+        return UnauthorizedError(detail=f"{detail.rstrip('.')}: expected 'Bearer <token>'.")
+    if isinstance(exc, ExtraParameterProblem):
+        return BadRequestError("Validation failed.", detail=str(exc.detail))
+    if isinstance(exc, BadRequestProblem):
+        return BadRequestError("Invalid request.", detail=str(exc.detail or exc.title))
+    if isinstance(exc, NonConformingResponse):
+        log.error("response does not conform to openapi.yaml at %s: %s", path, exc.detail)
+        return ExtauthError("An internal server error occurred.", status=500)
+    if isinstance(exc, HTTPException):
+        status = exc.status_code
+        if status == 404:
+            return ExtauthError("Route not found.", status=404)
+        if status == 405:
+            methods = allow(path)
+            return ExtauthError(
+                "Method not allowed.",
+                detail=f"{path} accepts {methods}" if methods else "",
+                status=405,
+                headers={"Allow": methods},
+            )
+        if status == 415:
+            return ExtauthError(
+                "Unsupported Content-Type.",
+                detail=f"{exc.detail} Send the body as application/json.",
+                status=415,
+            )
+        phrase = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else ""
+        return ExtauthError(f"{phrase or 'Request failed'}.", detail=str(exc.detail or ""),
+                            status=status)
+    log.exception("unexpected error at %s", path, exc_info=exc)
+    return ExtauthError("An internal server error occurred.", status=500)
+
+
+def _error_handler(allow: _Allow) -> Any:
+    def handle(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        err = _translate(exc, allow, request.url.path)
+        headers = dict(err.headers)
+        if err.status == 401:
+            headers.setdefault(
+                "WWW-Authenticate",
+                'Bearer realm="extauth", error="invalid_token", '
+                'error_description="The access token is invalid"',
+            )
+        return _json_response(err.status, err.body(), headers)
+
+    return handle
+
+
+# -- the outer ASGI layer -----------------------------------------------------------
+
+
+class Edge:
+    """What runs before connexion: the demo provider's mount and the body limit."""
+
+    def __init__(self, api: ASGIApp, settings: Settings, demo: ASGIApp | None) -> None:
+        self.api = api
+        self.demo = demo
+        self.max_body = settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if self.demo is not None and scope["path"].startswith("/demo/"):
+                await self.demo(scope, receive, send)
+                return
+            length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+            if length.isdigit() and int(length) > self.max_body:
+                await self._too_large(scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        err = PayloadTooLargeError(
+            "Request body is too large.",
+            detail=f"the limit is {self.max_body} bytes",
+        )
+        body = json.dumps(err.body()).encode()
+        await send({
+            "type": "http.response.start",
+            "status": err.status,
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close")],
+        })
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings) -> Edge:
+    """The ASGI app for ``settings``: connexion around ``openapi.yaml``."""
+    spec = load_spec()
+    store = Store(settings.db_path)
+    demo_app = None
+    if settings.demo:
+        from extauth import demo
+
+        demo_app, provider = demo.create(settings.base_url())
+        settings = demo.with_demo_provider(settings, provider)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        store.migrate()
+        client = OAuthClient(timeout=settings.provider_timeout)
+        try:
+            yield {"links": Links(settings, store, client), "store": store}
+        finally:
+            await client.aclose()
+            store.close()
+
+    app = connexion.AsyncApp(
+        __name__,
+        lifespan=lifespan,
+        swagger_ui_options=SwaggerUIOptions(
+            spec_path=f"{API_PREFIX}/openapi.json", swagger_ui_path=f"{API_PREFIX}/ui"
+        ),
+        validator_map={"body": {"application/json": JSONBodyValidator}},
+    )
+    app.add_api(
+        spec,
+        base_path="",
+        validate_responses=settings.validate_responses,
+        resolver_error=None,
+    )
+    handler = _error_handler(_Allow(spec))
+    for exc_class in (ExtauthError, ProblemException, HTTPException, Exception):
+        app.add_error_handler(exc_class, handler)
+    return Edge(app, settings, demo_app)
+
+
+def create_app_from_env() -> Edge:
+    """Factory for uvicorn workers: settings come from ``EXTAUTH_*`` variables."""
+    demo = os.environ.get("EXTAUTH_DEMO", "") == "1"
+    return create_app(load_settings(demo=demo or None))

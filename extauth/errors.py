@@ -1,0 +1,104 @@
+"""The error model: every failure the API reports is an ``ExtauthError``.
+
+    ExtauthError                 status, message, detail, validations, headers
+    ├── BadRequestError          400
+    ├── UnauthorizedError        401, Coder's "signed out" message
+    ├── NotFoundError            404, Coder's canned not-found message
+    ├── PayloadTooLargeError     413
+    ├── ProviderRateLimitedError 429 with Retry-After
+    ├── ProviderError            502, the provider failed or answered garbage
+    └── UnavailableError         503, our own database cannot be reached
+
+The HTTP layer turns any of them into Coder's ``Response`` body
+``{"message", "detail", "validations"}``. Messages name what failed and never
+carry a token or a client secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SIGNED_OUT = "You are signed out or your session has expired. Please sign in again to continue."
+NOT_FOUND = "Resource not found or you do not have access to this resource"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """One field-level problem of a request."""
+
+    field: str
+    detail: str
+
+
+@dataclass
+class ExtauthError(Exception):
+    """Base of every error the API answers with; carries its HTTP status."""
+
+    message: str
+    detail: str = ""
+    validations: list[Validation] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    status: int = 500
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.detail}".strip()
+
+    def body(self) -> dict[str, object]:
+        """Coder's ``Response`` JSON for this error."""
+        out: dict[str, object] = {"message": self.message}
+        if self.detail:
+            out["detail"] = self.detail
+        if self.validations:
+            out["validations"] = [{"field": v.field, "detail": v.detail} for v in self.validations]
+        return out
+
+
+@dataclass
+class BadRequestError(ExtauthError):
+    """The request is well-formed HTTP but cannot be carried out as asked."""
+
+    status: int = 400
+
+
+@dataclass
+class UnauthorizedError(ExtauthError):
+    """No valid session: missing, malformed, unknown, wrong or expired token."""
+
+    message: str = SIGNED_OUT
+    status: int = 401
+
+
+@dataclass
+class NotFoundError(ExtauthError):
+    """No such provider, or no link of the caller's for it."""
+
+    message: str = NOT_FOUND
+    status: int = 404
+
+
+@dataclass
+class PayloadTooLargeError(ExtauthError):
+    """The request body is larger than the server accepts."""
+
+    status: int = 413
+
+
+@dataclass
+class ProviderRateLimitedError(ExtauthError):
+    """The provider rate-limits us; the client should retry after a while."""
+
+    status: int = 429
+
+
+@dataclass
+class ProviderError(ExtauthError):
+    """The provider is down, too slow, or answered something we cannot use."""
+
+    status: int = 502
+
+
+@dataclass
+class UnavailableError(ExtauthError):
+    """The service cannot work right now (its database is unreachable)."""
+
+    status: int = 503

@@ -1,0 +1,169 @@
+"""The token lifecycle: the one place that decides the state of a link.
+
+``Links`` joins the store (run in worker threads, so the event loop never
+waits on SQLite) and the OAuth client (async). Handlers call it and nothing
+else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from extauth.errors import BadRequestError, NotFoundError, UnavailableError
+from extauth.providers.oauth import (
+    DeviceAuthorization,
+    Installation,
+    OAuthClient,
+    OAuthError,
+    ProviderUser,
+)
+from extauth.sessions import Session, authenticate
+from extauth.settings import ProviderConfig, Settings
+from extauth.store import Link, Store, StoreError, utcnow
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """A stored link and what we know of it right now."""
+
+    link: Link
+    authenticated: bool
+    validate_error: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderState:
+    """One provider as the caller sees it (``GET /external-auth/{id}``)."""
+
+    provider: ProviderConfig
+    authenticated: bool = False
+    user: ProviderUser | None = None
+    app_installable: bool = False
+    installations: list[Installation] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Unlinked:
+    token_revoked: bool
+    token_revocation_error: str = ""
+
+
+def expires_at(expires_in: int | None) -> datetime | None:
+    return utcnow() + timedelta(seconds=expires_in) if expires_in else None
+
+
+def is_expired(link: Link) -> bool:
+    return link.expires_at is not None and link.expires_at <= utcnow()
+
+
+class Links:
+    """The operations of the external-auth API, for an authenticated caller."""
+
+    def __init__(self, settings: Settings, store: Store, client: OAuthClient) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+
+    def provider(self, provider_id: str) -> ProviderConfig:
+        p = self.settings.provider(provider_id)
+        if p is None:
+            raise NotFoundError()
+        return p
+
+    async def authenticate(self, token: str | None) -> Session:
+        if not token:
+            return authenticate(self.store, token)  # raises: no DB work needed
+        return await self._db(authenticate, self.store, token)
+
+    async def ping(self) -> None:
+        """Raise ``UnavailableError`` unless the database answers."""
+        try:
+            await self._db(self.store.ping)
+        except (sqlite3.Error, StoreError) as exc:
+            raise UnavailableError("The database is not reachable.", detail=str(exc)) from None
+
+    def _state(self, link: Link) -> LinkState:
+        p = self.settings.provider(link.provider_id)
+        if p is None:
+            return LinkState(link, False, "The provider of this link is no longer configured.")
+        if not link.access_token:
+            return LinkState(link, False, "The link holds no access token; link again.")
+        if is_expired(link):
+            return LinkState(
+                link,
+                False,
+                f"The token expired at {link.expires_at:%Y-%m-%d %H:%M:%S} UTC; link again.",
+            )
+        return LinkState(link, True)
+
+    async def list_links(self, session: Session) -> list[LinkState]:
+        """The caller's links with their stored state (no provider calls)."""
+        links = await self._db(self.store.links_for_user, session.user_id)
+        return [self._state(link) for link in links]
+
+    async def status(self, session: Session, provider_id: str) -> ProviderState:
+        """Validate the caller's link at the provider, with app installations."""
+        p = self.provider(provider_id)
+        link = await self._db(self.store.get_link, session.user_id, provider_id)
+        if link is None or not self._state(link).authenticated:
+            return ProviderState(p)
+        check, (installable, installations) = await asyncio.gather(
+            self.client.validate(p, link.access_token),
+            self.client.installations(p, link.access_token),
+        )
+        return ProviderState(
+            p,
+            authenticated=check.valid,
+            user=check.user if check.valid else None,
+            app_installable=installable,
+            installations=installations,
+        )
+
+    async def unlink(self, session: Session, provider_id: str) -> Unlinked:
+        """Delete the caller's link, then revoke its grant at the provider."""
+        p = self.settings.provider(provider_id)
+        link = await self._db(self.store.delete_link, session.user_id, provider_id)
+        if link is None:
+            raise NotFoundError()
+        if p is None:
+            return Unlinked(False, "The provider is no longer configured; nothing was revoked.")
+        revocation = await self.client.revoke(p, link.access_token, link.refresh_token)
+        return Unlinked(revocation.revoked, revocation.error)
+
+    async def start_device(self, session: Session, provider_id: str) -> DeviceAuthorization:
+        p = self.provider(provider_id)
+        if not p.device_flow:
+            raise BadRequestError("Git auth device flow not supported.")
+        return await self.client.device_authorize(p)
+
+    async def exchange_device(self, session: Session, provider_id: str, device_code: str) -> Link:
+        """Poll the provider once; on success store the link."""
+        p = self.provider(provider_id)
+        if not p.device_flow:
+            raise BadRequestError("Git auth provider does not support device flow.")
+        try:
+            tokens = await self.client.device_exchange(p, device_code)
+        except OAuthError as exc:
+            # The detail is exactly the OAuth error code: clients poll on it.
+            raise BadRequestError("Failed to exchange device code.", detail=exc.code) from None
+        return await self._db(
+            self.store.upsert_link,
+            session.user_id,
+            p.id,
+            tokens.access_token,
+            tokens.refresh_token,
+            expires_at(tokens.expires_in),
+        )

@@ -1,0 +1,1 @@
+"""Talking to OAuth providers: presets per type and the OAuth client."""

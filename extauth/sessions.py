@@ -1,0 +1,107 @@
+"""Users and session tokens: the API's own authentication.
+
+A token is ``<10-char id>-<22-char secret>``. Only the SHA-256 of the secret
+is stored; it is compared in constant time. Failures raise
+``UnauthorizedError`` with Coder's messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from extauth.errors import UnauthorizedError
+from extauth.store import ApiKey, Store, User, utcnow
+
+ID_LENGTH = 10
+SECRET_LENGTH = 22
+_ALPHABET = string.ascii_letters + string.digits
+MISSING_DETAIL = 'Cookie "coder_session_token" or query parameter must be provided.'
+# A hash to compare against when the key id is unknown, so that both failure
+# paths do the same work.
+_DUMMY_HASH = hashlib.sha256(b"extauth-unknown-key").hexdigest()
+
+
+@dataclass(frozen=True)
+class Session:
+    """Who is calling: the user behind a valid token."""
+
+    user_id: int
+    user_name: str
+    key_id: str
+
+
+def _random(n: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def parse_lifetime(text: str) -> timedelta:
+    """Parse ``30d``, ``12h``, ``90m``, ``45s`` (or a sum like ``1d12h``)."""
+    m = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
+    if not text.strip() or m is None:
+        raise ValueError(f"lifetime {text!r} is not valid: use e.g. 30d, 12h, 90m or 1d12h")
+    d, h, mi, s = (int(g or 0) for g in m.groups())
+    value = timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    if value <= timedelta(0):
+        raise ValueError(f"lifetime {text!r} must be longer than zero")
+    return value
+
+
+def create_token(store: Store, user: User, lifetime: timedelta | None = None) -> str:
+    """Create a session token for ``user``; the plain token is returned only here."""
+    key_id, secret = _random(ID_LENGTH), _random(SECRET_LENGTH)
+    expires_at = utcnow() + lifetime if lifetime else None
+    store.insert_api_key(key_id, user.id, hash_secret(secret), expires_at)
+    return f"{key_id}-{secret}"
+
+
+def _expired_text(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S.%f +0000 UTC")
+
+
+def check_format(token: str) -> tuple[str, str]:
+    """Split a token into id and secret, or raise with Coder's format messages."""
+    parts = token.split("-")
+    if len(parts) != 2:
+        raise UnauthorizedError(
+            detail=f"Invalid API key format: incorrect amount of API key parts, "
+            f"expected 2 got {len(parts)}"
+        )
+    key_id, secret = parts
+    if len(key_id) != ID_LENGTH:
+        raise UnauthorizedError(
+            detail=f"Invalid API key format: invalid API key ID length, "
+            f"expected {ID_LENGTH} got {len(key_id)}"
+        )
+    if len(secret) != SECRET_LENGTH:
+        raise UnauthorizedError(
+            detail=f"Invalid API key format: invalid API key secret length, "
+            f"expected {SECRET_LENGTH} got {len(secret)}"
+        )
+    return key_id, secret
+
+
+def authenticate(store: Store, token: str | None) -> Session:
+    """The session behind ``token``, or ``UnauthorizedError`` saying why not."""
+    if not token:
+        raise UnauthorizedError(detail=MISSING_DETAIL)
+    key_id, secret = check_format(token)
+    key: ApiKey | None = store.get_api_key(key_id)
+    expected = key.secret_hash if key else _DUMMY_HASH
+    matches = hmac.compare_digest(expected, hash_secret(secret))
+    if key is None:
+        raise UnauthorizedError(detail="API key is invalid.")
+    if not matches:
+        raise UnauthorizedError(detail="API key secret is invalid.")
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        raise UnauthorizedError(detail=f'API key expired at "{_expired_text(key.expires_at)}".')
+    return Session(user_id=key.user_id, user_name=key.user_name, key_id=key.id)

@@ -1,0 +1,328 @@
+"""SQLite through sqlite-utils: schema, migrations and every query.
+
+This is the one module that knows SQL. A ``Store`` hands each thread its own
+connection (sqlite3 objects are per thread), in WAL mode with a busy timeout
+and foreign keys on. Every read-then-write runs inside ``BEGIN IMMEDIATE`` so
+that several threads, workers or processes sharing the file never interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+BUSY_TIMEOUT_S = 10.0
+
+
+class StoreError(Exception):
+    """The database cannot be used (unreadable file, failed migration)."""
+
+
+class DuplicateError(StoreError):
+    """A row with this unique key already exists."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dt(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    user_id: int
+    user_name: str
+    secret_hash: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Link:
+    """A user's stored link to one provider. ``expires_at`` None = never expires."""
+
+    user_id: int
+    provider_id: str
+    access_token: str
+    refresh_token: str
+    expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    extra: dict[str, Any] = field(default_factory=dict)
+    refresh_failure_reason: str = ""
+
+    def __repr__(self) -> str:  # never print tokens
+        return f"Link(user_id={self.user_id}, provider_id={self.provider_id!r})"
+
+
+# Numbered migrations; each runs once, in order, in its own transaction.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        secret_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT
+    );
+    CREATE INDEX api_keys_user_id ON api_keys(user_id);
+    CREATE TABLE external_auth_links (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        provider_id TEXT NOT NULL,
+        access_token TEXT NOT NULL,
+        refresh_token TEXT NOT NULL DEFAULT '',
+        expires_at TEXT,
+        extra TEXT NOT NULL DEFAULT '{}',
+        refresh_failure_reason TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, provider_id)
+    ) WITHOUT ROWID;
+    """,
+]
+
+_LINK_COLUMNS = (
+    "user_id, provider_id, access_token, refresh_token, expires_at, extra, "
+    "refresh_failure_reason, created_at, updated_at"
+)
+
+
+def _link(row: tuple[Any, ...]) -> Link:
+    return Link(
+        user_id=row[0],
+        provider_id=row[1],
+        access_token=row[2],
+        refresh_token=row[3],
+        expires_at=_dt(row[4]),
+        extra=json.loads(row[5]) if row[5] else {},
+        refresh_failure_reason=row[6],
+        created_at=_dt(row[7]) or utcnow(),
+        updated_at=_dt(row[8]) or utcnow(),
+    )
+
+
+class Store:
+    """The database file, with one connection per thread."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open database {self.path!r}: {exc}") from None
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.conn.close()
+            self._local.db = None
+
+    @contextmanager
+    def immediate(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction that takes the write lock before its first read."""
+        db = self.db
+        if db.conn.in_transaction:
+            with db.atomic():
+                yield db
+            return
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+
+    # -- schema ---------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply pending migrations; return the schema version. Safe to race."""
+        db = self.db
+        try:
+            if db.journal_mode != "wal":
+                db.enable_wal()
+            with self.immediate():
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations "
+                    "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+                )
+                row = db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+                current = row[0] or 0
+                for version, script in enumerate(MIGRATIONS, start=1):
+                    if version <= current:
+                        continue
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                        [version, _ts(utcnow())],
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot prepare database {self.path!r}: {exc}") from None
+        return len(MIGRATIONS)
+
+    def ping(self) -> bool:
+        self.db.execute("SELECT 1").fetchone()
+        return True
+
+    # -- users and API keys ---------------------------------------------------
+
+    def create_user(self, name: str) -> User:
+        now = utcnow()
+        try:
+            cur = self.db.execute(
+                "INSERT INTO users (name, created_at) VALUES (?, ?)", [name, _ts(now)]
+            )
+        except sqlite3.IntegrityError:
+            raise DuplicateError(f"user {name!r} already exists") from None
+        return User(id=int(cur.lastrowid or 0), name=name, created_at=now)
+
+    def get_user(self, name: str) -> User | None:
+        row = self.db.execute(
+            "SELECT id, name, created_at FROM users WHERE name = ?", [name]
+        ).fetchone()
+        return User(row[0], row[1], _dt(row[2]) or utcnow()) if row else None
+
+    def list_users(self) -> list[User]:
+        rows = self.db.execute("SELECT id, name, created_at FROM users ORDER BY name").fetchall()
+        return [User(r[0], r[1], _dt(r[2]) or utcnow()) for r in rows]
+
+    def insert_api_key(
+        self, key_id: str, user_id: int, secret_hash: str, expires_at: datetime | None
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO api_keys (id, user_id, secret_hash, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [key_id, user_id, secret_hash, _ts(utcnow()), _ts(expires_at)],
+        )
+
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        row = self.db.execute(
+            "SELECT k.id, k.user_id, u.name, k.secret_hash, k.created_at, k.expires_at "
+            "FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = ?",
+            [key_id],
+        ).fetchone()
+        if row is None:
+            return None
+        return ApiKey(row[0], row[1], row[2], row[3], _dt(row[4]) or utcnow(), _dt(row[5]))
+
+    def api_keys_for_user(self, user_id: int) -> list[ApiKey]:
+        rows = self.db.execute(
+            "SELECT k.id, k.user_id, u.name, k.secret_hash, k.created_at, k.expires_at "
+            "FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.user_id = ? "
+            "ORDER BY k.created_at",
+            [user_id],
+        ).fetchall()
+        return [ApiKey(r[0], r[1], r[2], r[3], _dt(r[4]) or utcnow(), _dt(r[5])) for r in rows]
+
+    def delete_api_key(self, key_id: str) -> bool:
+        return self.db.execute("DELETE FROM api_keys WHERE id = ?", [key_id]).rowcount > 0
+
+    # -- external auth links ----------------------------------------------------
+
+    def get_link(self, user_id: int, provider_id: str) -> Link | None:
+        row = self.db.execute(
+            f"SELECT {_LINK_COLUMNS} FROM external_auth_links "
+            "WHERE user_id = ? AND provider_id = ?",
+            [user_id, provider_id],
+        ).fetchone()
+        return _link(row) if row else None
+
+    def links_for_user(self, user_id: int) -> list[Link]:
+        rows = self.db.execute(
+            f"SELECT {_LINK_COLUMNS} FROM external_auth_links WHERE user_id = ? "
+            "ORDER BY provider_id",
+            [user_id],
+        ).fetchall()
+        return [_link(r) for r in rows]
+
+    def upsert_link(
+        self,
+        user_id: int,
+        provider_id: str,
+        access_token: str,
+        refresh_token: str,
+        expires_at: datetime | None,
+        extra: dict[str, Any] | None = None,
+    ) -> Link:
+        """Insert or replace the tokens of a link, keeping its creation time."""
+        now = _ts(utcnow())
+        with self.immediate() as db:
+            db.execute(
+                "INSERT INTO external_auth_links (user_id, provider_id, access_token, "
+                "refresh_token, expires_at, extra, refresh_failure_reason, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?) "
+                "ON CONFLICT (user_id, provider_id) DO UPDATE SET "
+                "access_token = excluded.access_token, refresh_token = excluded.refresh_token, "
+                "expires_at = excluded.expires_at, extra = excluded.extra, "
+                "refresh_failure_reason = '', updated_at = excluded.updated_at",
+                [
+                    user_id,
+                    provider_id,
+                    access_token,
+                    refresh_token,
+                    _ts(expires_at),
+                    json.dumps(extra or {}),
+                    now,
+                    now,
+                ],
+            )
+            link = self.get_link(user_id, provider_id)
+        assert link is not None
+        return link
+
+    def delete_link(self, user_id: int, provider_id: str) -> Link | None:
+        """Delete a link and return what it held, or None when there was none."""
+        with self.immediate():
+            link = self.get_link(user_id, provider_id)
+            if link is not None:
+                self.db.execute(
+                    "DELETE FROM external_auth_links WHERE user_id = ? AND provider_id = ?",
+                    [user_id, provider_id],
+                )
+        return link

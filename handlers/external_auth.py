@@ -1,0 +1,127 @@
+"""The five operations of tag ``Git``: Coder's external-auth API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from connexion import request
+from starlette.responses import Response
+
+from extauth.links import LinkState, Links, ProviderState
+from extauth.providers.oauth import ProviderUser
+from extauth.sessions import Session
+from extauth.settings import ProviderConfig
+
+# Coder's "never expires": Go's zero time.
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def _links() -> Links:
+    links: Links = request.state.links
+    return links
+
+
+def _time(value: datetime | None) -> str:
+    if value is None:
+        return ZERO_TIME
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _user(user: ProviderUser) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "login": user.login,
+        "avatar_url": user.avatar_url,
+        "profile_url": user.profile_url,
+        "name": user.name,
+    }
+
+
+def _provider(p: ProviderConfig) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "type": p.type,
+        "device": p.device_flow,
+        "display_name": p.display_name,
+        "display_icon": p.display_icon,
+        "allow_refresh": not p.no_refresh,
+        "allow_validate": bool(p.validate_url),
+        "supports_revocation": bool(p.revoke_url),
+        "code_challenge_methods_supported": list(p.pkce_methods),
+    }
+
+
+def _link(state: LinkState) -> dict[str, Any]:
+    link = state.link
+    return {
+        "provider_id": link.provider_id,
+        "created_at": _time(link.created_at),
+        "updated_at": _time(link.updated_at),
+        "has_refresh_token": bool(link.refresh_token),
+        "expires": _time(link.expires_at),
+        "authenticated": state.authenticated,
+        "validate_error": state.validate_error,
+    }
+
+
+def _external_auth(state: ProviderState) -> dict[str, Any]:
+    p = state.provider
+    return {
+        "authenticated": state.authenticated,
+        "device": p.device_flow,
+        "display_name": p.display_name,
+        "supports_revocation": bool(p.revoke_url),
+        "user": _user(state.user) if state.user else None,
+        "app_installable": state.app_installable,
+        "installations": [
+            {"id": i.id, "account": _user(i.account), "configure_url": i.configure_url}
+            for i in state.installations
+        ],
+        "app_install_url": p.app_install_url,
+    }
+
+
+async def list_user_external_auths(token_info: dict[str, Any]) -> dict[str, Any]:
+    links = _links()
+    session: Session = token_info["session"]
+    states = await links.list_links(session)
+    return {
+        "providers": [_provider(p) for p in links.settings.providers],
+        "links": [_link(s) for s in states],
+    }
+
+
+async def get_external_auth_by_id(externalauth: str, token_info: dict[str, Any]) -> dict[str, Any]:
+    state = await _links().status(token_info["session"], externalauth)
+    return _external_auth(state)
+
+
+async def delete_external_auth_user_link_by_id(
+    externalauth: str, token_info: dict[str, Any]
+) -> dict[str, Any]:
+    result = await _links().unlink(token_info["session"], externalauth)
+    body: dict[str, Any] = {"token_revoked": result.token_revoked}
+    if result.token_revocation_error:
+        body["token_revocation_error"] = result.token_revocation_error
+    return body
+
+
+async def get_external_auth_device_by_id(
+    externalauth: str, token_info: dict[str, Any]
+) -> dict[str, Any]:
+    device = await _links().start_device(token_info["session"], externalauth)
+    return {
+        "device_code": device.device_code,
+        "user_code": device.user_code,
+        "verification_uri": device.verification_uri,
+        "expires_in": device.expires_in,
+        "interval": device.interval,
+    }
+
+
+async def post_external_auth_device_by_id(
+    externalauth: str, body: dict[str, Any], token_info: dict[str, Any]
+) -> Response:
+    await _links().exchange_device(token_info["session"], externalauth, body["device_code"])
+    return Response(status_code=204)

@@ -1,0 +1,40 @@
+"""The session-token check behind every security scheme of ``openapi.yaml``.
+
+The spec declares four alternative ways to send the token (cookie, query
+parameter, ``Coder-Session-Token`` header, ``Authorization: Bearer``).
+Whichever scheme connexion tries, the token is picked in Coder's order, so a
+request carrying several gets the same answer whatever the order of schemes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connexion.lifecycle import ConnexionRequest
+
+from extauth.links import Links
+
+SESSION_NAME = "coder_session_token"
+HEADER_NAME = "Coder-Session-Token"
+
+
+def pick_token(request: ConnexionRequest) -> str | None:
+    """Cookie, then query parameter, then header, then ``Authorization: Bearer``."""
+    for value in (
+        request.cookies.get(SESSION_NAME),
+        request.query_params.get(SESSION_NAME),
+        request.headers.get(HEADER_NAME),
+    ):
+        if value is not None:
+            return value
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    return None
+
+
+async def session_token(token: str, request: ConnexionRequest) -> dict[str, Any]:
+    """connexion's token-info function: the caller's session, or 401."""
+    links: Links = request.state.links
+    session = await links.authenticate(pick_token(request))
+    return {"sub": str(session.user_id), "session": session}
