@@ -13,13 +13,20 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import connexion
 import yaml
+
+with warnings.catch_warnings():
+    # connexion imports starlette.testclient, which warns that it will move
+    # from httpx to httpx2; nothing here uses the test client.
+    warnings.simplefilter("ignore")
+    import connexion
+
 from connexion.exceptions import (
     BadRequestProblem,
     ExtraParameterProblem,
@@ -216,11 +223,29 @@ class Edge:
         self.api = api
         self.demo = demo
         self.max_body = settings.max_body_bytes
+        # The spec is served as written (connexion would serve its own rewrite,
+        # with servers changed and every $ref inlined).
+        text = spec_path().read_text(encoding="utf-8")
+        self.spec_files = {
+            f"{API_PREFIX}/openapi.json": (
+                json.dumps(yaml.safe_load(text)).encode(), b"application/json"),
+            f"{API_PREFIX}/openapi.yaml": (text.encode(), b"application/yaml"),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if self.demo is not None and scope["path"].startswith("/demo/"):
                 await self.demo(scope, receive, send)
+                return
+            if b"%2f" in (scope.get("raw_path") or b"").lower():
+                # An encoded slash is never part of an id; routing on the decoded
+                # path would send "a%2Fdevice" to another operation.
+                await _send(send, 404, json.dumps({"message": "Route not found."}).encode(),
+                            b"application/json")
+                return
+            spec_file = self.spec_files.get(scope["path"])
+            if spec_file is not None and scope["method"] in ("GET", "HEAD"):
+                await _send(send, 200, *spec_file, head=scope["method"] == "HEAD")
                 return
             length = dict(scope.get("headers") or []).get(b"content-length", b"0")
             if length.isdigit() and int(length) > self.max_body:
@@ -233,15 +258,17 @@ class Edge:
             "Request body is too large.",
             detail=f"the limit is {self.max_body} bytes",
         )
-        body = json.dumps(err.body()).encode()
-        await send({
-            "type": "http.response.start",
-            "status": err.status,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close")],
-        })
-        await send({"type": "http.response.body", "body": body})
+        await _send(send, err.status, json.dumps(err.body()).encode(), b"application/json",
+                    close=True)
+
+
+async def _send(send: Send, status: int, body: bytes, content_type: bytes, *,
+                head: bool = False, close: bool = False) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 def create_app(settings: Settings) -> Edge:
@@ -269,7 +296,9 @@ def create_app(settings: Settings) -> Edge:
         __name__,
         lifespan=lifespan,
         swagger_ui_options=SwaggerUIOptions(
-            spec_path=f"{API_PREFIX}/openapi.json", swagger_ui_path=f"{API_PREFIX}/ui"
+            serve_spec=False,
+            spec_path=f"{API_PREFIX}/openapi.json",
+            swagger_ui_path=f"{API_PREFIX}/ui",
         ),
         validator_map={"body": {"application/json": JSONBodyValidator}},
     )

@@ -230,7 +230,9 @@ def providers_from_file(path: Path) -> list[tuple[str, dict[str, Any]]]:
     unknown = sorted(set(doc) - {"external_auth"})
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r}; allowed: external_auth")
-    items = doc.get("external_auth") or []
+    items = doc.get("external_auth")
+    if items is None:
+        items = []
     if not isinstance(items, list):
         raise ConfigError(f"{path}: 'external_auth' must be a list")
     out = []

@@ -1,0 +1,239 @@
+"""A scriptable OAuth provider served by uvicorn on 127.0.0.1, for fault tests.
+
+By default it behaves like a well-mannered device-flow provider: the device
+endpoint hands out codes, the token endpoint answers ``authorization_pending``
+until ``approve()`` is called, ``/user`` validates issued tokens and
+``/revoke`` revokes them (RFC 7009). ``script(endpoint, Answer(...))`` queues
+canned answers (status, JSON or text, content type, headers, delay) that take
+precedence, one per request, to drive every fault: GitHub's HTTP-200 errors,
+form-encoded bodies, 5xx, timeouts, rate limits. Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+ENDPOINTS = ("device", "token", "validate", "revoke", "installations")
+
+
+@dataclass
+class Answer:
+    """One canned answer. ``form`` sends the dict form-encoded, as GitHub does."""
+
+    status: int = 200
+    json: Any = None
+    form: dict[str, str] | None = None
+    text: str | None = None
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+    def response(self) -> Response:
+        if self.form is not None:
+            return Response(urlencode(self.form), self.status, self.headers,
+                             media_type=self.content_type or "application/x-www-form-urlencoded")
+        if self.text is not None:
+            return Response(self.text, self.status, self.headers,
+                            media_type=self.content_type or "text/plain")
+        if self.json is None:
+            return Response(b"", self.status, self.headers, media_type=self.content_type)
+        return JSONResponse(self.json, self.status, self.headers,
+                            media_type=self.content_type or "application/json")
+
+
+@dataclass
+class Seen:
+    """A request the fake received."""
+
+    endpoint: str
+    method: str
+    headers: dict[str, str]
+    form: dict[str, str]
+    query: dict[str, str]
+
+
+class FakeProvider:
+    CLIENT_ID = "fake-client"
+    CLIENT_SECRET = "fake-client-secret-5f3a9c"
+
+    def __init__(self) -> None:
+        self.requests: list[Seen] = []
+        self.scripts: dict[str, deque[Answer]] = defaultdict(deque)
+        self.devices: dict[str, bool] = {}  # device_code -> approved
+        self.access: dict[str, str] = {}  # access token -> login
+        self.refresh: dict[str, str] = {}  # refresh token -> access token
+        self.revoked: set[str] = set()
+        self.expires_in: int | None = 3600
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- test API ----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, endpoint: str, *answers: Answer) -> None:
+        assert endpoint in ENDPOINTS, endpoint
+        self.scripts[endpoint].extend(answers)
+
+    def approve(self, device_code: str) -> None:
+        self.devices[device_code] = True
+
+    def issue(self, login: str = "octocat") -> tuple[str, str]:
+        access, refresh = "fake_at_" + secrets.token_hex(12), "fake_rt_" + secrets.token_hex(12)
+        self.access[access] = login
+        self.refresh[refresh] = access
+        return access, refresh
+
+    def seen(self, endpoint: str) -> list[Seen]:
+        return [r for r in self.requests if r.endpoint == endpoint]
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        """A raw provider config (Coder's keys) pointing at this fake."""
+        raw: dict[str, Any] = {
+            "id": "fake",
+            "type": "fake-oauth",
+            "client_id": self.CLIENT_ID,
+            "client_secret": self.CLIENT_SECRET,
+            "auth_url": f"{self.url}/authorize",
+            "token_url": f"{self.url}/token",
+            "validate_url": f"{self.url}/user",
+            "device_flow": True,
+            "device_code_url": f"{self.url}/device/code",
+            "revoke_url": f"{self.url}/revoke",
+            "app_installations_url": f"{self.url}/installations",
+            "scopes": ["repo", "read:user"],
+        }
+        raw.update(overrides)
+        return {k: v for k, v in raw.items() if v is not None}
+
+    # -- the app -------------------------------------------------------------------
+
+    async def _record(self, endpoint: str, request: Request) -> Answer | None:
+        form = dict(await request.form()) if request.method == "POST" else {}
+        self.requests.append(Seen(endpoint, request.method, dict(request.headers),
+                                  {k: str(v) for k, v in form.items()},
+                                  dict(request.query_params)))
+        if self.scripts[endpoint]:
+            answer = self.scripts[endpoint].popleft()
+            if answer.delay:
+                await asyncio.sleep(answer.delay)
+            return answer
+        return None
+
+    def _tokens(self) -> dict[str, Any]:
+        access, refresh = self.issue()
+        body: dict[str, Any] = {"access_token": access, "refresh_token": refresh,
+                                "token_type": "bearer", "scope": "repo"}
+        if self.expires_in:
+            body["expires_in"] = self.expires_in
+        return body
+
+    def _app(self) -> Starlette:
+        async def device(request: Request) -> Response:
+            answer = await self._record("device", request)
+            if answer:
+                return answer.response()
+            code = "dc_" + secrets.token_hex(10)
+            self.devices[code] = False
+            return JSONResponse({"device_code": code, "user_code": "WDJB-MJHT",
+                                 "verification_uri": f"{self.url}/device",
+                                 "expires_in": 900, "interval": 5})
+
+        async def token(request: Request) -> Response:
+            answer = await self._record("token", request)
+            if answer:
+                return answer.response()
+            form = self.requests[-1].form
+            if form.get("grant_type") == "refresh_token":
+                old = self.refresh.pop(form.get("refresh_token", ""), None)
+                if old is None:
+                    return JSONResponse({"error": "invalid_grant"}, 400)
+                self.access.pop(old, None)
+                return JSONResponse(self._tokens())
+            code = form.get("device_code", "")
+            if code not in self.devices:
+                return JSONResponse({"error": "invalid_grant",
+                                     "error_description": "unknown device code"}, 400)
+            if not self.devices[code]:
+                return JSONResponse({"error": "authorization_pending"}, 400)
+            del self.devices[code]
+            return JSONResponse(self._tokens())
+
+        async def user(request: Request) -> Response:
+            answer = await self._record("validate", request)
+            if answer:
+                return answer.response()
+            token = request.headers.get("authorization", "").removeprefix("Bearer ")
+            login = self.access.get(token)
+            if login is None or token in self.revoked:
+                return JSONResponse({"message": "Bad credentials"}, 401)
+            return JSONResponse({"id": 583231, "login": login, "name": "The Octocat",
+                                 "avatar_url": "https://example.test/a.png",
+                                 "html_url": f"https://example.test/{login}"})
+
+        async def revoke(request: Request) -> Response:
+            answer = await self._record("revoke", request)
+            if answer:
+                return answer.response()
+            token = self.requests[-1].form.get("token", "")
+            self.revoked.add(token)
+            self.revoked.add(self.refresh.get(token, ""))
+            return Response(status_code=200)
+
+        async def installations(request: Request) -> Response:
+            answer = await self._record("installations", request)
+            if answer:
+                return answer.response()
+            return JSONResponse({"installations": []})
+
+        return Starlette(routes=[
+            Route("/device/code", device, methods=["POST"]),
+            Route("/token", token, methods=["POST"]),
+            Route("/user", user, methods=["GET"]),
+            Route("/revoke", revoke, methods=["POST"]),
+            Route("/installations", installations, methods=["GET"]),
+        ])
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> FakeProvider:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve(sockets=[sock])),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake provider did not start within 10 s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)

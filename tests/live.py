@@ -1,0 +1,88 @@
+"""``extauth serve`` in a subprocess on a free 127.0.0.1 port, as users run it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+EXTAUTH = [sys.executable, "-m", "extauth.cli"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cli(*args: str, db: Path, env: dict[str, str] | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``extauth ARGS --db DB`` and return the finished process."""
+    result = subprocess.run(
+        [*EXTAUTH, *args, "--db", str(db)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"extauth {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+class LiveServer:
+    """A running ``extauth serve``; ``url`` is its base URL."""
+
+    def __init__(self, tmp: Path, providers: list[dict[str, Any]], *extra_args: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.db = tmp / "live.db"
+        self.config = tmp / "extauth.yaml"
+        self.config.write_text(yaml.safe_dump({"external_auth": providers}))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"server-{self.port}.log"
+        self.args = [*EXTAUTH, "serve", "--port", str(self.port), "--db", str(self.db),
+                     "--config", str(self.config), *extra_args]
+        self.env = {**os.environ, "EXTAUTH_VALIDATE_RESPONSES": "true", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def token(self, name: str = "alice") -> str:
+        """A session token for ``name``, created through the CLI."""
+        if cli("users", "list", db=self.db).stdout.find(f"{name}\t") >= 0:
+            return cli("tokens", "create", name, db=self.db).stdout.strip()
+        return cli("users", "create", name, db=self.db).stdout.strip()
+
+    def start(self, timeout: float = 20.0) -> LiveServer:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+                                         env=self.env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"extauth exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"extauth did not answer /healthz within {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)

@@ -1,0 +1,128 @@
+"""The CLI: exit codes, what goes to stdout and stderr, and what is stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from extauth.cli import RedactFilter, main
+from extauth.store import Store
+
+
+def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args), env=env or {}, catch_exceptions=False)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "cli.db")
+
+
+def test_users_create_prints_only_the_token(db: str) -> None:
+    r = run("users", "create", "alice", "--db", db)
+    assert r.exit_code == 0
+    token = r.stdout.strip()
+    assert len(token) == 33 and token[10] == "-"
+    assert "created user 'alice'" in r.stderr
+    user = Store(db).get_user("alice")
+    assert user is not None
+    [key] = Store(db).api_keys_for_user(user.id)
+    assert key.id == token[:10] and key.expires_at is None
+
+
+def test_users_create_twice_fails_with_a_hint(db: str) -> None:
+    run("users", "create", "alice", "--db", db)
+    r = run("users", "create", "alice", "--db", db)
+    assert r.exit_code == 1
+    assert "user 'alice' already exists" in r.stderr and "tokens create" in r.stderr
+
+
+def test_users_create_rejects_a_bad_name(db: str) -> None:
+    r = run("users", "create", "no spaces", "--db", db)
+    assert r.exit_code == 2
+    assert "NAME" in r.stderr
+
+
+def test_db_from_env(db: str) -> None:
+    assert run("users", "create", "bob", env={"EXTAUTH_DB": db}).exit_code == 0
+    assert Store(db).get_user("bob") is not None
+
+
+def test_tokens_create_list_delete(db: str) -> None:
+    run("users", "create", "alice", "--db", db)
+    r = run("tokens", "create", "alice", "--lifetime", "30d", "--db", db)
+    assert r.exit_code == 0
+    token = r.stdout.strip()
+    listed = run("tokens", "list", "alice", "--db", db).stdout
+    assert token[:10] in listed and token[11:] not in listed
+    assert listed.count("\n") == 2 and "expires never" in listed
+    r = run("tokens", "delete", token[:10], "--db", db)
+    assert r.exit_code == 0
+    assert token[:10] not in run("tokens", "list", "alice", "--db", db).stdout
+    r = run("tokens", "delete", token[:10], "--db", db)
+    assert r.exit_code == 1 and "no token with id" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("tokens", "create", "ghost"), "no user named 'ghost'"),
+    (("tokens", "list", "ghost"), "no user named 'ghost'"),
+])
+def test_tokens_for_unknown_user_fail(db: str, args: tuple[str, ...], message: str) -> None:
+    r = run(*args, "--db", db)
+    assert r.exit_code == 1 and message in r.stderr
+
+
+def test_tokens_create_rejects_a_bad_lifetime(db: str) -> None:
+    run("users", "create", "alice", "--db", db)
+    r = run("tokens", "create", "alice", "--lifetime", "forever", "--db", db)
+    assert r.exit_code == 2 and "--lifetime" in r.stderr
+
+
+def test_providers_list_masks_secrets() -> None:
+    env = {"CODER_EXTERNAL_AUTH_0_TYPE": "corp", "CODER_EXTERNAL_AUTH_0_CLIENT_ID": "cid",
+           "CODER_EXTERNAL_AUTH_0_CLIENT_SECRET": "topsecret",
+           "CODER_EXTERNAL_AUTH_0_TOKEN_URL": "https://x.example/token"}
+    r = run("providers", "list", env=env)
+    assert r.exit_code == 0
+    assert "corp (corp)" in r.stdout and "token_url: https://x.example/token" in r.stdout
+    assert "topsecret" not in r.stdout and "client_secret: ****" in r.stdout
+    data = json.loads(run("providers", "list", "--json", env=env).stdout)
+    assert data[0]["client_secret"] == "****"
+
+
+def test_config_check_ok_and_failing(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("external_auth:\n  - {type: x, client_id: c, token_url: 'https://x/t'}\n")
+    r = run("config", "check", "--config", str(good))
+    assert r.exit_code == 0 and "1 provider(s): x" in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("external_auth:\n  - {type: x, token_url: 'https://x/t'}\n")
+    r = run("config", "check", "--config", str(bad))
+    assert r.exit_code == 1
+    assert "external_auth[0] (id 'x'): 'client_id' must be provided" in r.stderr
+
+
+def test_serve_rejects_demo_with_several_workers(db: str) -> None:
+    r = run("serve", "--demo", "--workers", "2", "--db", db)
+    assert r.exit_code == 2 and "one worker" in r.stderr
+
+
+def test_serve_stops_on_a_config_error(tmp_path: Path, db: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("external_auth:\n  - {type: x, client_id: c}\n")
+    r = run("serve", "--config", str(bad), "--db", db)
+    assert r.exit_code == 1 and "'token_url' must be provided" in r.stderr
+
+
+def test_access_log_redacts_session_tokens() -> None:
+    import logging
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/api/v2/x?coder_session_token=abc-def&a=1",
+                                "1.1", 200), None)
+    assert RedactFilter().filter(record)
+    assert record.getMessage() == (
+        '127.0.0.1:5 - "GET /api/v2/x?coder_session_token=****&a=1 HTTP/1.1" 200')

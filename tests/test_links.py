@@ -1,0 +1,245 @@
+"""Get by id (validation), list, and unlink (revocation), against the fake provider."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Api, link
+from tests.fake_provider import Answer, FakeProvider
+
+FAKE = "/api/v2/external-auth/fake"
+
+
+def test_get_without_link_is_unauthenticated_and_calls_nothing(
+    api: Api, fake: FakeProvider
+) -> None:
+    r = api.get(FAKE, headers=api.login())
+    assert r.status_code == 200
+    assert r.json() == {
+        "authenticated": False, "device": True, "display_name": "fake-oauth",
+        "supports_revocation": True, "user": None, "app_installable": False,
+        "installations": [], "app_install_url": "",
+    }
+    assert fake.requests == []
+
+
+def test_get_validates_with_bearer_and_fills_the_user(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    access, _ = link(api, fake)
+    r = api.get(FAKE, headers=headers)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["authenticated"] is True
+    assert body["user"] == {"id": 583231, "login": "octocat", "name": "The Octocat",
+                            "avatar_url": "https://example.test/a.png",
+                            "profile_url": "https://example.test/octocat"}
+    assert fake.seen("validate")[0].headers["authorization"] == f"Bearer {access}"
+
+
+def test_get_fills_app_installations(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    link(api, fake)
+    fake.script("installations", Answer(json={"installations": [
+        {"id": 7, "html_url": "https://example.test/settings/installations/7",
+         "account": {"id": 9, "login": "acme", "avatar_url": "", "html_url": "https://e/acme"}},
+        {"id": 8, "account": None},
+    ]}))
+    body = api.get(FAKE, headers=headers).json()
+    assert body["app_installable"] is True
+    assert body["installations"] == [{
+        "id": 7, "configure_url": "https://example.test/settings/installations/7",
+        "account": {"id": 9, "login": "acme", "avatar_url": "", "profile_url": "https://e/acme",
+                    "name": ""}}]
+
+
+def test_get_installations_failure_is_not_an_error(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    link(api, fake)
+    fake.script("installations", Answer(status=500, text="down"))
+    r = api.get(FAKE, headers=headers)
+    assert r.status_code == 200
+    assert (r.json()["app_installable"], r.json()["installations"]) == (False, [])
+    assert r.json()["authenticated"] is True
+
+
+@pytest.mark.parametrize("answer, authenticated", [
+    (Answer(status=401, json={"message": "Bad credentials"}), False),
+    (Answer(status=403, json={"message": "Forbidden"}), False),
+    (Answer(status=403, json={"message": "rate"}, headers={"X-RateLimit-Remaining": "0"}), True),
+    (Answer(status=403, json={"message": "rate"}, headers={"Retry-After": "30"}), True),
+    (Answer(status=429, text="slow down"), True),
+    (Answer(status=200, text="ok, not json"), True),
+])
+def test_get_validation_verdicts(
+    api: Api, fake: FakeProvider, answer: Answer, authenticated: bool
+) -> None:
+    headers = api.login()
+    link(api, fake)
+    fake.script("validate", answer)
+    r = api.get(FAKE, headers=headers)
+    assert r.status_code == 200
+    assert r.json()["authenticated"] is authenticated
+    if not authenticated:
+        assert r.json()["user"] is None
+
+
+@pytest.mark.parametrize("answer", [
+    Answer(status=500, text="Something went wrong!"),
+    Answer(status=404, text="no such page"),
+    Answer(status=200, json={}, delay=1.0),
+])
+def test_get_provider_failure_is_502_and_keeps_the_link(
+    make_api, fake: FakeProvider, answer: Answer
+) -> None:
+    api = make_api(fake.config(), provider_timeout=0.3)
+    headers = api.login()
+    access, refresh = link(api, fake)
+    fake.script("validate", answer)
+    r = api.get(FAKE, headers=headers)
+    assert r.status_code == 502
+    assert "'fake'" in r.json()["message"]
+    assert access not in r.text
+    stored = api.store.get_link(api.user_id("alice"), "fake")
+    assert stored is not None and (stored.access_token, stored.refresh_token) == (access, refresh)
+
+
+def test_get_without_validate_url_is_authenticated_without_a_call(
+    make_api, fake: FakeProvider
+) -> None:
+    api = make_api(fake.config(validate_url=None, app_installations_url=None))
+    headers = api.login()
+    link(api, fake)
+    body = api.get(FAKE, headers=headers).json()
+    assert (body["authenticated"], body["user"]) == (True, None)
+    assert fake.requests == []
+
+
+def test_get_expired_token_is_unauthenticated_without_a_call(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    link(api, fake, expires_in=-60)
+    assert api.get(FAKE, headers=headers).json()["authenticated"] is False
+    assert fake.requests == []
+
+
+def test_get_unknown_provider_is_404_after_authentication(api: Api) -> None:
+    assert api.get("/api/v2/external-auth/nope").status_code == 401
+    r = api.get("/api/v2/external-auth/nope", headers=api.login())
+    assert r.status_code == 404
+    assert r.json() == {"message": "Resource not found or you do not have access to this resource"}
+
+
+def test_list_shows_providers_and_links(make_api, fake: FakeProvider) -> None:
+    api = make_api(fake.config(), fake.config(id="second", device_flow=False, revoke_url=None,
+                                              validate_url=None, no_refresh=True,
+                                              pkce_methods="none", display_name="Second"))
+    headers = api.login()
+    link(api, fake)
+    body = api.get("/api/v2/external-auth", headers=headers).json()
+    assert body["providers"] == [
+        {"id": "fake", "type": "fake-oauth", "device": True, "display_name": "fake-oauth",
+         "display_icon": "/emojis/1f511.png", "allow_refresh": True, "allow_validate": True,
+         "supports_revocation": True, "code_challenge_methods_supported": ["S256"]},
+        {"id": "second", "type": "fake-oauth", "device": False, "display_name": "Second",
+         "display_icon": "/emojis/1f511.png", "allow_refresh": False, "allow_validate": False,
+         "supports_revocation": False, "code_challenge_methods_supported": ["none"]},
+    ]
+    [listed] = body["links"]
+    assert listed["provider_id"] == "fake"
+    assert (listed["authenticated"], listed["validate_error"]) == (True, "")
+    assert listed["has_refresh_token"] is True
+    assert fake.requests == []
+
+
+def test_list_reports_expired_and_orphaned_links(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    link(api, fake, expires_in=-5)
+    link(api, fake, provider="gone")
+    links = {x["provider_id"]: x for x in api.get("/api/v2/external-auth",
+                                                  headers=headers).json()["links"]}
+    assert links["fake"]["authenticated"] is False
+    assert "expired" in links["fake"]["validate_error"]
+    assert links["gone"]["authenticated"] is False
+    assert "no longer configured" in links["gone"]["validate_error"]
+
+
+def test_delete_revokes_the_refresh_token(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    access, refresh = link(api, fake)
+    r = api.delete(FAKE, headers=headers)
+    assert r.status_code == 200
+    assert r.json() == {"token_revoked": True}
+    assert api.store.get_link(api.user_id("alice"), "fake") is None
+    seen = fake.seen("revoke")[0]
+    assert seen.form == {"token": refresh, "token_type_hint": "refresh_token"}
+    assert seen.headers["authorization"].startswith("Basic ")
+    assert api.get(FAKE, headers=headers).json()["authenticated"] is False
+
+
+def test_delete_without_refresh_token_revokes_the_access_token(
+    api: Api, fake: FakeProvider
+) -> None:
+    headers = api.login()
+    api.store.upsert_link(api.user_id("alice"), "fake", "gho_only", "", None)
+    assert api.delete(FAKE, headers=headers).json() == {"token_revoked": True}
+    assert fake.seen("revoke")[0].form == {"token": "gho_only", "token_type_hint": "access_token"}
+
+
+@pytest.mark.parametrize("answer, error_part", [
+    (Answer(status=204), "failed to revoke token: 204"),
+    (Answer(status=400, json={"error": "invalid_request"}), "400"),
+    (Answer(status=200, delay=1.0), "no answer within 0.3s"),
+])
+def test_delete_reports_a_failed_revocation_and_still_unlinks(
+    make_api, fake: FakeProvider, answer: Answer, error_part: str
+) -> None:
+    api = make_api(fake.config(), provider_timeout=0.3)
+    headers = api.login()
+    access, refresh = link(api, fake)
+    fake.script("revoke", answer)
+    r = api.delete(FAKE, headers=headers)
+    assert r.status_code == 200
+    assert r.json()["token_revoked"] is False
+    assert error_part in r.json()["token_revocation_error"]
+    assert refresh not in r.text and access not in r.text
+    assert api.store.get_link(api.user_id("alice"), "fake") is None
+
+
+def test_delete_without_revoke_url_reports_not_revoked(make_api, fake: FakeProvider) -> None:
+    api = make_api(fake.config(revoke_url=None))
+    headers = api.login()
+    link(api, fake)
+    assert api.delete(FAKE, headers=headers).json() == {"token_revoked": False}
+    assert fake.requests == []
+
+
+def test_delete_without_link_is_404(api: Api, fake: FakeProvider) -> None:
+    r = api.delete(FAKE, headers=api.login())
+    assert r.status_code == 404
+    assert r.json()["message"] == "Resource not found or you do not have access to this resource"
+    assert fake.requests == []
+
+
+def test_delete_a_link_whose_provider_is_gone(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    link(api, fake, provider="gone")
+    r = api.delete("/api/v2/external-auth/gone", headers=headers)
+    assert r.status_code == 200
+    assert r.json()["token_revoked"] is False
+    assert "no longer configured" in r.json()["token_revocation_error"]
+    assert api.store.get_link(api.user_id("alice"), "gone") is None
+
+
+def test_users_never_see_or_change_each_others_links(api: Api, fake: FakeProvider) -> None:
+    alice, bob = api.login("alice"), api.login("bob")
+    link(api, fake, user="alice")
+    assert api.get(FAKE, headers=bob).json()["authenticated"] is False
+    assert api.get("/api/v2/external-auth", headers=bob).json()["links"] == []
+    assert api.delete(FAKE, headers=bob).status_code == 404
+    assert api.store.get_link(api.user_id("alice"), "fake") is not None
+    assert api.get(FAKE, headers=alice).json()["authenticated"] is True
+    # bob links his own; alice's stays hers
+    fake.script("token", Answer(json={"access_token": "bobs"}))
+    r = api.post(FAKE + "/device", headers=bob, json={"device_code": "dc"})
+    assert r.status_code == 204
+    alices = api.store.get_link(api.user_id("alice"), "fake")
+    assert alices is not None and alices.access_token != "bobs"

@@ -1,0 +1,122 @@
+"""Provider config from YAML and Coder's env variables; errors name provider and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from extauth.settings import ConfigError, build_provider, load_providers, load_settings
+
+GENERIC = {
+    "CODER_EXTERNAL_AUTH_0_ID": "corp",
+    "CODER_EXTERNAL_AUTH_0_TYPE": "keycloak",
+    "CODER_EXTERNAL_AUTH_0_CLIENT_ID": "cid",
+    "CODER_EXTERNAL_AUTH_0_CLIENT_SECRET": "shh-secret",
+    "CODER_EXTERNAL_AUTH_0_AUTH_URL": "https://sso.example.com/auth",
+    "CODER_EXTERNAL_AUTH_0_TOKEN_URL": "https://sso.example.com/token",
+    "CODER_EXTERNAL_AUTH_0_VALIDATE_URL": "https://sso.example.com/userinfo",
+    "CODER_EXTERNAL_AUTH_0_DEVICE_FLOW": "true",
+    "CODER_EXTERNAL_AUTH_0_DEVICE_CODE_URL": "https://sso.example.com/device",
+    "CODER_EXTERNAL_AUTH_0_REVOKE_URL": "https://sso.example.com/revoke",
+    "CODER_EXTERNAL_AUTH_0_SCOPES": "openid profile offline_access",
+    "CODER_EXTERNAL_AUTH_0_NO_REFRESH": "false",
+    "CODER_EXTERNAL_AUTH_0_DISPLAY_NAME": "Corp SSO",
+    "CODER_EXTERNAL_AUTH_0_DISPLAY_ICON": "/icon/corp.svg",
+}
+
+
+def test_generic_provider_from_coder_env_variables() -> None:
+    [p] = load_providers(None, GENERIC)
+    assert (p.id, p.type, p.client_id, p.client_secret) == ("corp", "keycloak", "cid", "shh-secret")
+    assert p.token_url == "https://sso.example.com/token"
+    assert p.device_flow is True and p.device_code_url == "https://sso.example.com/device"
+    assert p.revoke_url == "https://sso.example.com/revoke"
+    assert p.scopes == ("openid", "profile", "offline_access")
+    assert (p.display_name, p.display_icon) == ("Corp SSO", "/icon/corp.svg")
+    assert p.pkce_methods == ("S256",)
+    assert "shh-secret" not in repr(p)
+    assert p.masked()["client_secret"] == "****"
+
+
+def test_yaml_file_and_env_are_merged(tmp_path: Path) -> None:
+    config = tmp_path / "extauth.yaml"
+    config.write_text(
+        "external_auth:\n"
+        "  - id: other\n    type: gitea-like\n    client_id: x\n"
+        "    token_url: https://g.example/token\n    scopes: [a, b]\n"
+        "    extra_token_keys: 'k1 k2'\n"
+    )
+    ps = load_providers(config, GENERIC)
+    assert [p.id for p in ps] == ["other", "corp"]
+    assert ps[0].scopes == ("a", "b") and ps[0].extra_token_keys == ("k1", "k2")
+    assert ps[0].display_name == "gitea-like"
+    assert ps[0].display_icon == "/emojis/1f511.png"
+
+
+def test_id_defaults_to_type() -> None:
+    p = build_provider({"type": "MyOAuth", "client_id": "x", "token_url": "https://x/t"}, "t")
+    assert (p.id, p.type) == ("myoauth", "myoauth")
+
+
+def test_legacy_gitauth_prefix_is_read() -> None:
+    [p] = load_providers(None, {"CODER_GITAUTH_0_TYPE": "x", "CODER_GITAUTH_0_CLIENT_ID": "c",
+                                "CODER_GITAUTH_0_TOKEN_URL": "https://x/t"})
+    assert p.id == "x"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CODER_EXTERNAL_AUTH_0_TYPE": "x", "CODER_EXTERNAL_AUTH_0_TOKEN_URL": "https://x/t"},
+     "CODER_EXTERNAL_AUTH_0 (id 'x'): 'client_id' must be provided"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_ID": "bad id!"}, "'id' 'bad id!' is not a valid id"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_REGEX": "(unclosed"}, "'regex' does not compile"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_DEVICE_CODE_URL": ""},
+     "'device_flow' is true but 'device_code_url' is not set"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_DEVICE_FLOW": "maybe"},
+     "'device_flow' has value 'maybe'. Not a valid boolean"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_TOKEN_URL": "ftp://x"},
+     "'token_url' has value 'ftp://x'. Not an http(s) URL"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_TOKEN_URL": ""}, "'token_url' must be provided"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_PKCE_METHODS": "S512"}, "'pkce_methods' has 'S512'"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_COLOUR": "red"}, "unknown key 'colour'"),
+    ({**GENERIC, **{k.replace("_0_", "_1_"): v for k, v in GENERIC.items()}},
+     "CODER_EXTERNAL_AUTH_1: multiple external auth providers exist with the id 'corp'"),
+    ({**{k.replace("_0_", "_2_"): v for k, v in GENERIC.items()}},
+     "provider number 0 is missing"),
+])
+def test_config_errors_name_the_provider_and_the_key(env: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_providers(None, env)
+    assert message in str(err.value)
+    assert "shh-secret" not in str(err.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("external_auth: {}", "'external_auth' must be a list"),
+    ("- 1", "expected a mapping"),
+    ("providers: []", "unknown top-level key 'providers'"),
+    ("external_auth: [[1]]", "external_auth[0] must be a mapping"),
+    ("external_auth:\n  - type: x\n    client_id: [1, 2]\n", "'client_id' must be a string"),
+    ("a: [", "not valid YAML"),
+])
+def test_config_file_errors(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_providers(config, {})
+    assert message in str(err.value)
+    assert str(config) in str(err.value)
+
+
+def test_settings_precedence_cli_over_env_over_default(tmp_path: Path) -> None:
+    env = {"EXTAUTH_PORT": "9000", "EXTAUTH_DB": str(tmp_path / "env.db"),
+           "EXTAUTH_HOST": "0.0.0.0"}
+    s = load_settings(env, port=7000, config=None)
+    assert (s.port, s.db_path, s.host) == (7000, tmp_path / "env.db", "0.0.0.0")
+    assert s.base_url() == "http://127.0.0.1:7000"
+    assert load_settings({}, providers=()).port == 8080
+
+
+def test_settings_reject_a_bad_port() -> None:
+    with pytest.raises(ConfigError, match="EXTAUTH_PORT has value 'eighty'. Not a valid int"):
+        load_settings({"EXTAUTH_PORT": "eighty"}, providers=())
