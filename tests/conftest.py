@@ -40,6 +40,7 @@ def fake(_fake_server: FakeProvider) -> FakeProvider:
     f.refresh.clear()
     f.revoked.clear()
     f.expires_in = 3600
+    f.auto_approve = False
     return f
 
 

@@ -78,6 +78,8 @@ class FakeProvider:
         self.refresh: dict[str, str] = {}  # refresh token -> access token
         self.revoked: set[str] = set()
         self.expires_in: int | None = 3600
+        # Approve every device code as soon as it is issued (for fuzzing).
+        self.auto_approve = False
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -151,7 +153,7 @@ class FakeProvider:
             if answer:
                 return answer.response()
             code = "dc_" + secrets.token_hex(10)
-            self.devices[code] = False
+            self.devices[code] = self.auto_approve
             return JSONResponse({"device_code": code, "user_code": "WDJB-MJHT",
                                  "verification_uri": f"{self.url}/device",
                                  "expires_in": 900, "interval": 5})
