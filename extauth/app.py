@@ -164,6 +164,12 @@ def _translate(exc: Exception, allow: _Allow, path: str) -> ExtauthError:
     if isinstance(exc, Unauthorized):
         detail = str(getattr(exc, "detail", "") or "")
         if detail == "No authorization token provided":
+            if path.endswith("/callback"):
+                return UnauthorizedError(
+                    detail="Sign in first: open this URL once with "
+                    "?coder_session_token=<your session token> (it sets the "
+                    "coder_session_token cookie), or send that cookie."
+                )
             return UnauthorizedError(detail=MISSING_DETAIL)
         return UnauthorizedError(detail=f"{detail.rstrip('.')}: expected 'Bearer <token>'.")
     if isinstance(exc, ExtraParameterProblem):

@@ -3,7 +3,8 @@
 A tiny in-memory OAuth 2.0 server, mounted at ``/demo/`` in the same process,
 so that a newcomer without an OAuth app can link an account in a minute. It
 speaks the RFC 8628 device flow (authorization, polling with
-``authorization_pending`` / ``slow_down`` / ``expired_token``), a
+``authorization_pending`` / ``slow_down`` / ``expired_token``), the
+authorization code flow with PKCE (a consent page with Approve and Deny), a
 userinfo-style validate endpoint and RFC 7009 revocation. Opening the
 verification link with the user code approves it. Everything lives in memory
 and is lost when the server stops; ``--demo`` therefore runs one worker.
@@ -12,15 +13,17 @@ and is lost when the server stops; ``--demo`` therefore runs one worker.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import secrets
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from extauth.settings import ProviderConfig, Settings
@@ -42,9 +45,17 @@ class _Device:
 
 
 @dataclass
+class _Grant:
+    redirect_uri: str
+    challenge: str
+    expires: float
+
+
+@dataclass
 class _State:
     secret: str
     devices: dict[str, _Device] = field(default_factory=dict)
+    codes: dict[str, _Grant] = field(default_factory=dict)
     access: dict[str, float] = field(default_factory=dict)  # token -> expiry
     refresh: dict[str, str] = field(default_factory=dict)  # refresh -> access
 
@@ -114,6 +125,45 @@ def create(base_url: str) -> tuple[Starlette, ProviderConfig]:
             'autofocus></label> <button>Approve</button></form>',
         ))
 
+    async def authorize(request: Request) -> Response:
+        """The web flow's consent page; approving sends the browser back with a code."""
+        q = request.query_params if request.method == "GET" else await request.form()
+        redirect_uri = str(q.get("redirect_uri", ""))
+        if q.get("client_id") != CLIENT_ID or not redirect_uri.startswith(base_url + "/"):
+            return HTMLResponse(_page("Unknown client", "<p>Unknown client or redirect URI.</p>"),
+                                status_code=400)
+        if request.method == "GET":
+            hidden = "".join(
+                f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(str(v))}">'
+                for k, v in q.items()
+            )
+            return HTMLResponse(_page(
+                "Authorize extauth",
+                f"<p>extauth asks to link the demo account <b>{LOGIN}</b>.</p>"
+                f'<form method="post">{hidden}<button name="decision" value="approve">'
+                'Approve</button> <button name="decision" value="deny">Deny</button></form>',
+            ))
+        params = {"state": str(q.get("state", ""))}
+        if q.get("decision") == "approve":
+            code = secrets.token_urlsafe(24)
+            state.codes[code] = _Grant(redirect_uri, str(q.get("code_challenge", "")),
+                                       time.time() + 300)
+            params["code"] = code
+        else:
+            params.update(error="access_denied", error_description="The user denied access.")
+        return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=303)
+
+    def _code_ok(form: Any) -> bool:
+        grant = state.codes.pop(str(form.get("code", "")), None)
+        if grant is None or grant.expires < time.time():
+            return False
+        if grant.redirect_uri != form.get("redirect_uri"):
+            return False
+        if grant.challenge:
+            digest = hashlib.sha256(str(form.get("code_verifier", "")).encode()).digest()
+            return base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == grant.challenge
+        return True
+
     def _issue() -> dict[str, Any]:
         access = "demo_at_" + secrets.token_urlsafe(24)
         refresh = "demo_rt_" + secrets.token_urlsafe(24)
@@ -142,6 +192,10 @@ def create(base_url: str) -> tuple[Starlette, ProviderConfig]:
                     return _error("slow_down", f"poll at most every {INTERVAL} seconds")
                 return _error("authorization_pending", "the user has not approved yet")
             state.devices.pop(str(form.get("device_code")), None)
+            return JSONResponse(_issue())
+        if grant == "authorization_code":
+            if not _code_ok(form):
+                return _error("invalid_grant", "unknown code, wrong redirect_uri or PKCE verifier")
             return JSONResponse(_issue())
         if grant == "refresh_token":
             old = state.refresh.pop(str(form.get("refresh_token", "")), None)
@@ -176,6 +230,7 @@ def create(base_url: str) -> tuple[Starlette, ProviderConfig]:
     app = Starlette(routes=[
         Route("/demo/oauth/device/code", device_code, methods=["POST"]),
         Route("/demo/device", verify, methods=["GET", "POST"]),
+        Route("/demo/oauth/authorize", authorize, methods=["GET", "POST"]),
         Route("/demo/oauth/token", token, methods=["POST"]),
         Route("/demo/oauth/userinfo", userinfo, methods=["GET"]),
         Route("/demo/oauth/revoke", revoke, methods=["POST"]),

@@ -8,28 +8,62 @@ else.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import hashlib
+import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 
-from extauth.errors import BadRequestError, NotFoundError, UnavailableError
+from extauth.errors import (
+    BadRequestError,
+    ExtauthError,
+    NotFoundError,
+    UnauthorizedError,
+    UnavailableError,
+)
 from extauth.providers.oauth import (
     DeviceAuthorization,
     Installation,
     OAuthClient,
     OAuthError,
     ProviderUser,
+    TokenSet,
 )
 from extauth.sessions import Session, authenticate
 from extauth.settings import ProviderConfig, Settings
-from extauth.store import Link, Store, StoreError, utcnow
+from extauth.store import Link, OAuthState, Store, StoreError, utcnow
 
 T = TypeVar("T")
+STATE_TTL = timedelta(minutes=10)
+
+
+def hash_state(state: str) -> str:
+    """States are stored hashed, like session secrets."""
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def pkce_challenge(verifier: str) -> str:
+    """RFC 7636 S256: BASE64URL(SHA256(verifier)) without padding."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def same_site(redirect: str | None) -> str:
+    """Only a path and query on this site: never an open redirect."""
+    if not redirect:
+        return ""
+    parts = urlsplit(redirect)
+    path = parts.path
+    if not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return ""
+    return f"{path}?{parts.query}" if parts.query else path
 
 
 @dataclass(frozen=True)
@@ -157,8 +191,15 @@ class Links:
         try:
             tokens = await self.client.device_exchange(p, device_code)
         except OAuthError as exc:
-            # The detail is exactly the OAuth error code: clients poll on it.
-            raise BadRequestError("Failed to exchange device code.", detail=exc.code) from None
+            # The detail is exactly the OAuth error code: clients poll on it. A
+            # slow_down's new interval (GitHub sends one) becomes Retry-After.
+            headers = {"Retry-After": str(exc.interval)} if exc.interval else {}
+            raise BadRequestError(
+                "Failed to exchange device code.", detail=exc.code, headers=headers
+            ) from None
+        return await self._store_tokens(session, p, tokens)
+
+    async def _store_tokens(self, session: Session, p: ProviderConfig, tokens: TokenSet) -> Link:
         return await self._db(
             self.store.upsert_link,
             session.user_id,
@@ -166,4 +207,59 @@ class Links:
             tokens.access_token,
             tokens.refresh_token,
             expires_at(tokens.expires_in),
+            tokens.extra,
         )
+
+    # -- the web flow (authorization code with PKCE) ----------------------------------
+
+    def callback_url(self, p: ProviderConfig) -> str:
+        """The redirect URI to register at the provider."""
+        return f"{self.settings.base_url()}/external-auth/{p.id}/callback"
+
+    async def start_web(self, session: Session, provider_id: str, redirect: str | None) -> str:
+        """Remember a new state (and PKCE verifier) for the caller; return the authorize URL."""
+        p = self.provider(provider_id)
+        if not p.auth_url:
+            raise BadRequestError(
+                f"Provider {p.id!r} has no web flow.", detail="its auth_url is not set"
+            )
+        state = secrets.token_urlsafe(32)
+        verifier = challenge = ""
+        if "S256" in p.pkce_methods:
+            verifier = secrets.token_urlsafe(48)
+            challenge = pkce_challenge(verifier)
+        pending = OAuthState(session.user_id, p.id, verifier, same_site(redirect),
+                             utcnow() + STATE_TTL)
+        await self._db(self.store.insert_oauth_state, hash_state(state), pending)
+        return self.client.authorize_url(p, self.callback_url(p), state, challenge or None)
+
+    async def finish_web(
+        self, session: Session, provider_id: str, code: str, state: str | None
+    ) -> tuple[Link, str]:
+        """Check the state, exchange the code, store the link; return it and where to go."""
+        p = self.provider(provider_id)
+        if not state:
+            raise BadRequestError("State must be provided.")
+        pending = await self._db(self.store.take_oauth_state, hash_state(state))
+        if (
+            pending is None
+            or pending.user_id != session.user_id
+            or pending.provider_id != p.id
+            or pending.expires_at <= utcnow()
+        ):
+            # Unknown, used, expired, or started by someone else: all look alike.
+            raise UnauthorizedError(
+                "State mismatched.",
+                detail="The state is unknown, used, expired or not yours; start again.",
+            )
+        try:
+            tokens = await self.client.exchange_code(
+                p, code, self.callback_url(p), pending.code_verifier or None
+            )
+        except OAuthError as exc:
+            raise ExtauthError(
+                "Internal error exchanging Oauth code.",
+                detail=f"{exc.code}: {exc.description}" if exc.description else exc.code,
+            ) from None
+        link = await self._store_tokens(session, p, tokens)
+        return link, pending.redirect or f"/api/v2/external-auth/{p.id}"

@@ -52,10 +52,21 @@ class ProviderConfig:
     display_name: str = ""
     display_icon: str = ""
     pkce_methods: tuple[str, ...] = ()
-    # Not a Coder key: how the client authenticates at the token endpoint
-    # (RFC 6749 2.3.1). "basic" by default; presets whose provider wants the
-    # secret in the form body say "post".
+    # Not Coder keys: the provider's quirks, set by its preset (presets.py).
+    # How the client authenticates at the token endpoint (RFC 6749 2.3.1):
+    # "basic", or "post" for the secret in the form body.
     token_auth: str = "basic"
+    # At the device endpoints: "client" as above, or "client_id" only (GitHub).
+    device_auth: str = "client"
+    # The code exchange: "standard", "azure-assertion" (Azure DevOps' JWT
+    # assertion grant) or "bearer-secret" (JFrog's secret as a Bearer header).
+    exchange: str = "standard"
+    # Revocation: "rfc7009", or "github" (DELETE /applications/{id}/grant).
+    revoke_style: str = "rfc7009"
+    # Extra parameters of the authorize and token requests (Entra's resource).
+    auth_params: tuple[tuple[str, str], ...] = ()
+    # What the preset derived, for `extauth providers list`.
+    notes: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         secret = "****" if self.client_secret else ""
@@ -68,6 +79,8 @@ class ProviderConfig:
             value = getattr(self, f.name)
             if f.name == "client_secret" and value:
                 value = "****"
+            if f.name == "auth_params":
+                value = dict(value)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -83,7 +96,8 @@ _URL_KEYS = {
     "app_install_url",
     "app_installations_url",
 }
-_KEYS = {f.name for f in fields(ProviderConfig)} - {"token_auth"}
+_QUIRKS = {"token_auth", "device_auth", "exchange", "revoke_style", "auth_params", "notes"}
+_KEYS = {f.name for f in fields(ProviderConfig)} - _QUIRKS
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,17 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class OAuthState:
+    """A pending web authorization: who started it, for which provider, until when."""
+
+    user_id: int
+    provider_id: str
+    code_verifier: str
+    redirect: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class Link:
     """A user's stored link to one provider. ``expires_at`` None = never expires."""
 
@@ -110,6 +121,17 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL,
         PRIMARY KEY (user_id, provider_id)
     ) WITHOUT ROWID;
+    """,
+    """
+    CREATE TABLE oauth_states (
+        state_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        provider_id TEXT NOT NULL,
+        code_verifier TEXT NOT NULL DEFAULT '',
+        redirect TEXT NOT NULL DEFAULT '',
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX oauth_states_expires_at ON oauth_states(expires_at);
     """,
 ]
 
@@ -326,3 +348,29 @@ class Store:
                     [user_id, provider_id],
                 )
         return link
+
+    # -- pending web authorizations ---------------------------------------------------
+
+    def insert_oauth_state(self, state_hash: str, state: OAuthState) -> None:
+        """Remember a pending authorization (and forget the expired ones)."""
+        with self.immediate() as db:
+            db.execute("DELETE FROM oauth_states WHERE expires_at < ?", [_ts(utcnow())])
+            db.execute(
+                "INSERT INTO oauth_states (state_hash, user_id, provider_id, code_verifier, "
+                "redirect, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [state_hash, state.user_id, state.provider_id, state.code_verifier,
+                 state.redirect, _ts(state.expires_at)],
+            )
+
+    def take_oauth_state(self, state_hash: str) -> OAuthState | None:
+        """Remove and return a pending authorization: each state is used once."""
+        with self.immediate() as db:
+            row = db.execute(
+                "SELECT user_id, provider_id, code_verifier, redirect, expires_at "
+                "FROM oauth_states WHERE state_hash = ?",
+                [state_hash],
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM oauth_states WHERE state_hash = ?", [state_hash])
+        return OAuthState(row[0], row[1], row[2], row[3], _dt(row[4]) or utcnow())

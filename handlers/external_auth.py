@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from connexion import request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
+from extauth.errors import BadRequestError
 from extauth.links import LinkState, Links, ProviderState
 from extauth.providers.oauth import ProviderUser
 from extauth.sessions import Session
@@ -125,3 +126,35 @@ async def post_external_auth_device_by_id(
 ) -> Response:
     await _links().exchange_device(token_info["session"], externalauth, body["device_code"])
     return Response(status_code=204)
+
+
+async def external_auth_callback(
+    externalauth: str,
+    token_info: dict[str, Any],
+    code: str | None = None,
+    state: str | None = None,
+    error: str | None = None,
+    error_description: str | None = None,
+    error_uri: str | None = None,
+    redirect: str | None = None,
+) -> Response:
+    """The web flow: send the browser to the provider, or take its answer back."""
+    links = _links()
+    session: Session = token_info["session"]
+    if error:
+        detail = " ".join(x for x in (error_description, error_uri) if x)
+        raise BadRequestError(f"Encountered error in oidc process: {error}", detail=detail)
+    if code is None:
+        target = await links.start_web(session, externalauth, redirect)
+    else:
+        _, target = await links.finish_web(session, externalauth, code, state)
+    response = RedirectResponse(target, status_code=307)
+    if "query_token" in token_info:
+        response.set_cookie(
+            "coder_session_token",
+            token_info["query_token"],
+            httponly=True,
+            samesite="lax",
+            secure=links.settings.base_url().startswith("https://"),
+        )
+    return response

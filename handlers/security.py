@@ -18,23 +18,30 @@ SESSION_NAME = "coder_session_token"
 HEADER_NAME = "Coder-Session-Token"
 
 
-def pick_token(request: ConnexionRequest) -> str | None:
-    """Cookie, then query parameter, then header, then ``Authorization: Bearer``."""
-    for value in (
-        request.cookies.get(SESSION_NAME),
-        request.query_params.get(SESSION_NAME),
-        request.headers.get(HEADER_NAME),
+def pick_token(request: ConnexionRequest) -> tuple[str | None, str]:
+    """The token and where it came from: cookie, then query parameter, then
+    header, then ``Authorization: Bearer``."""
+    for value, source in (
+        (request.cookies.get(SESSION_NAME), "cookie"),
+        (request.query_params.get(SESSION_NAME), "query"),
+        (request.headers.get(HEADER_NAME), "header"),
     ):
         if value is not None:
-            return value
+            return value, source
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer":
-        return value.strip()
-    return None
+        return value.strip(), "bearer"
+    return None, ""
 
 
 async def session_token(token: str, request: ConnexionRequest) -> dict[str, Any]:
     """connexion's token-info function: the caller's session, or 401."""
     links: Links = request.state.links
-    session = await links.authenticate(pick_token(request))
-    return {"sub": str(session.user_id), "session": session}
+    value, source = pick_token(request)
+    session = await links.authenticate(value)
+    info: dict[str, Any] = {"sub": str(session.user_id), "session": session}
+    if source == "query":
+        # The web flow turns a token given once in the URL into a cookie, so
+        # that the browser's return from the provider is authenticated.
+        info["query_token"] = value
+    return info

@@ -39,6 +39,7 @@ def fake(_fake_server: FakeProvider) -> FakeProvider:
     f.access.clear()
     f.refresh.clear()
     f.revoked.clear()
+    f.codes.clear()
     f.expires_in = 3600
     f.auto_approve = False
     return f

@@ -12,6 +12,8 @@ form-encoded bodies, 5xx, timeouts, rate limits. Every request is recorded.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import secrets
 import socket
 import threading
@@ -24,10 +26,10 @@ from urllib.parse import urlencode
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-ENDPOINTS = ("device", "token", "validate", "revoke", "installations")
+ENDPOINTS = ("authorize", "device", "token", "validate", "revoke", "installations")
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Seen:
     headers: dict[str, str]
     form: dict[str, str]
     query: dict[str, str]
+    json: Any = None
 
 
 class FakeProvider:
@@ -77,6 +80,7 @@ class FakeProvider:
         self.access: dict[str, str] = {}  # access token -> login
         self.refresh: dict[str, str] = {}  # refresh token -> access token
         self.revoked: set[str] = set()
+        self.codes: dict[str, tuple[str, str]] = {}  # code -> (redirect_uri, challenge)
         self.expires_in: int | None = 3600
         # Approve every device code as soon as it is issued (for fuzzing).
         self.auto_approve = False
@@ -129,9 +133,10 @@ class FakeProvider:
 
     async def _record(self, endpoint: str, request: Request) -> Answer | None:
         form = dict(await request.form()) if request.method == "POST" else {}
+        body = await request.json() if request.method == "DELETE" else None
         self.requests.append(Seen(endpoint, request.method, dict(request.headers),
                                   {k: str(v) for k, v in form.items()},
-                                  dict(request.query_params)))
+                                  dict(request.query_params), body))
         if self.scripts[endpoint]:
             answer = self.scripts[endpoint].popleft()
             if answer.delay:
@@ -147,7 +152,39 @@ class FakeProvider:
             body["expires_in"] = self.expires_in
         return body
 
+    def _code_grant(self, form: dict[str, str]) -> Response:
+        redirect_uri, challenge = self.codes.pop(form.get("code", ""), ("", ""))
+        if not redirect_uri or redirect_uri != form.get("redirect_uri"):
+            return JSONResponse({"error": "invalid_grant",
+                                 "error_description": "unknown code or redirect_uri"}, 400)
+        verifier = form.get("code_verifier", "")
+        digest = hashlib.sha256(verifier.encode()).digest()
+        if challenge and base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != challenge:
+            return JSONResponse({"error": "invalid_grant",
+                                 "error_description": "PKCE verification failed"}, 400)
+        return JSONResponse(self._tokens())
+
     def _app(self) -> Starlette:
+        async def authorize(request: Request) -> Response:
+            answer = await self._record("authorize", request)
+            if answer:
+                return answer.response()
+            q = request.query_params
+            code = "code_" + secrets.token_hex(10)
+            self.codes[code] = (q.get("redirect_uri", ""), q.get("code_challenge", ""))
+            sep = "&" if "?" in q.get("redirect_uri", "") else "?"
+            return RedirectResponse(
+                f"{q.get('redirect_uri')}{sep}{urlencode({'code': code, 'state': q.get('state', '')})}",
+                status_code=302)
+
+        async def github_grant(request: Request) -> Response:
+            answer = await self._record("revoke", request)
+            if answer:
+                return answer.response()
+            body = self.requests[-1].json or {}
+            self.revoked.add(str(body.get("access_token", "")))
+            return Response(status_code=204)
+
         async def device(request: Request) -> Response:
             answer = await self._record("device", request)
             if answer:
@@ -169,6 +206,8 @@ class FakeProvider:
                     return JSONResponse({"error": "invalid_grant"}, 400)
                 self.access.pop(old, None)
                 return JSONResponse(self._tokens())
+            if form.get("grant_type") == "authorization_code":
+                return self._code_grant(form)
             code = form.get("device_code", "")
             if code not in self.devices:
                 return JSONResponse({"error": "invalid_grant",
@@ -206,6 +245,8 @@ class FakeProvider:
             return JSONResponse({"installations": []})
 
         return Starlette(routes=[
+            Route("/authorize", authorize, methods=["GET"]),
+            Route("/applications/{client_id}/grant", github_grant, methods=["DELETE"]),
             Route("/device/code", device, methods=["POST"]),
             Route("/token", token, methods=["POST"]),
             Route("/user", user, methods=["GET"]),

@@ -55,7 +55,8 @@ class TokenSet:
     access_token: str
     refresh_token: str
     expires_in: int | None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # The token response's values for the provider's ``extra_token_keys``.
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -214,19 +215,27 @@ class OAuthClient:
                 detail=_scrub(f"{type(exc).__name__}: {exc}", secrets),
             ) from None
 
-    def _client_auth(self, p: ProviderConfig, data: dict[str, str]) -> httpx.Auth | None:
-        """Authenticate the client (RFC 6749 2.3.1): Basic, or the secret in the body."""
-        if p.client_secret and p.token_auth == "basic":
+    def _client_auth(self, p: ProviderConfig, data: dict[str, str], style: str) -> httpx.Auth | None:
+        """Authenticate the client (RFC 6749 2.3.1): Basic, the secret in the body,
+        or (``client_id`` style, GitHub's device endpoints) the id alone."""
+        if p.client_secret and style == "basic":
             return httpx.BasicAuth(quote(p.client_id, safe=""), quote(p.client_secret, safe=""))
         data["client_id"] = p.client_id
-        if p.client_secret:
+        if p.client_secret and style == "post":
             data["client_secret"] = p.client_secret
         return None
 
-    def _post_form(self, p: ProviderConfig, url: str, data: dict[str, str]) -> httpx.Request:
-        auth = self._client_auth(p, data)
+    def _post_form(
+        self,
+        p: ProviderConfig,
+        url: str,
+        data: dict[str, str],
+        style: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Request:
+        auth = self._client_auth(p, data, style or p.token_auth)
         request = self.http.build_request(
-            "POST", url, data=data, headers={"Accept": "application/json"}
+            "POST", url, data=data, headers={"Accept": "application/json", **(headers or {})}
         )
         if auth is not None:
             request = next(auth.sync_auth_flow(request))
@@ -273,7 +282,7 @@ class OAuthClient:
     async def device_authorize(self, p: ProviderConfig) -> DeviceAuthorization:
         what = "device authorization"
         data = {"scope": " ".join(p.scopes)} if p.scopes else {}
-        request = self._post_form(p, p.device_code_url, data)
+        request = self._post_form(p, p.device_code_url, data, self._device_style(p))
         secrets = (p.client_secret,)
         resp = await self._send(p, what, request, secrets)
         try:
@@ -304,8 +313,64 @@ class OAuthClient:
         """Poll the token endpoint once; ``OAuthError`` carries pending/slow_down/..."""
         what = "device code exchange"
         data = {"grant_type": DEVICE_GRANT, "device_code": device_code}
-        request = self._post_form(p, p.token_url, data)
+        request = self._post_form(p, p.token_url, data, self._device_style(p))
         secrets = (p.client_secret, device_code)
+        resp = await self._send(p, what, request, secrets)
+        body = self._oauth_answer(p, what, resp, secrets)
+        return self._token_set(p, what, body)
+
+    @staticmethod
+    def _device_style(p: ProviderConfig) -> str:
+        return "client_id" if p.device_auth == "client_id" else p.token_auth
+
+    # -- authorization code (RFC 6749 4.1, RFC 7636) ------------------------------
+
+    def authorize_url(
+        self, p: ProviderConfig, redirect_uri: str, state: str, challenge: str | None
+    ) -> str:
+        """Where to send the browser; the auth URL's own query parameters are kept."""
+        params: list[tuple[str, str]] = [
+            ("client_id", p.client_id),
+            ("redirect_uri", redirect_uri),
+            ("response_type", "Assertion" if p.exchange == "azure-assertion" else "code"),
+            ("state", state),
+            ("access_type", "offline"),
+        ]
+        if p.scopes:
+            params.append(("scope", " ".join(p.scopes)))
+        if challenge:
+            params += [("code_challenge", challenge), ("code_challenge_method", "S256")]
+        params += list(p.auth_params)
+        url = httpx.URL(p.auth_url)
+        return str(url.copy_merge_params(params))
+
+    async def exchange_code(
+        self, p: ProviderConfig, code: str, redirect_uri: str, verifier: str | None
+    ) -> TokenSet:
+        """Trade an authorization code for tokens, in the provider's dialect."""
+        what = "code exchange"
+        headers: dict[str, str] = {}
+        if p.exchange == "azure-assertion":
+            # Azure DevOps: the code and the client secret travel as JWT assertions.
+            data = {
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": p.client_secret,
+                "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                "assertion": code,
+                "redirect_uri": redirect_uri,
+            }
+            request = self.http.build_request(
+                "POST", p.token_url, data=data, headers={"Accept": "application/json"})
+        else:
+            data = {"grant_type": "authorization_code", "code": code,
+                    "redirect_uri": redirect_uri, **dict(p.auth_params)}
+            if verifier:
+                data["code_verifier"] = verifier
+            if p.exchange == "bearer-secret":
+                headers["Authorization"] = f"Bearer {p.client_secret}"
+            style = "client_id" if p.exchange == "bearer-secret" else p.token_auth
+            request = self._post_form(p, p.token_url, data, style, headers)
+        secrets = (p.client_secret, code, verifier or "")
         resp = await self._send(p, what, request, secrets)
         body = self._oauth_answer(p, what, resp, secrets)
         return self._token_set(p, what, body)
@@ -322,7 +387,7 @@ class OAuthClient:
             access_token=access,
             refresh_token=_str(body.get("refresh_token")),
             expires_in=expires_in if expires_in > 0 else None,
-            raw=body,
+            extra={k: body[k] for k in p.extra_token_keys if k in body},
         )
 
     # -- validation and installations ---------------------------------------------
@@ -389,11 +454,24 @@ class OAuthClient:
         """Revoke the grant: the refresh token if any, else the access token."""
         if not p.revoke_url:
             return Revocation(revoked=False)
-        if refresh_token:
-            data = {"token": refresh_token, "token_type_hint": "refresh_token"}
+        if p.revoke_style == "github":
+            # GitHub: "delete an app authorization"; success is 204 and only 204.
+            request = self.http.build_request(
+                "DELETE",
+                p.revoke_url,
+                json={"access_token": access_token},
+                headers={"Accept": "application/vnd.github+json",
+                         "X-GitHub-Api-Version": "2022-11-28"},
+            )
+            request = next(httpx.BasicAuth(p.client_id, p.client_secret).sync_auth_flow(request))
+            success = 204
         else:
-            data = {"token": access_token, "token_type_hint": "access_token"}
-        request = self._post_form(p, p.revoke_url, data)
+            if refresh_token:
+                data = {"token": refresh_token, "token_type_hint": "refresh_token"}
+            else:
+                data = {"token": access_token, "token_type_hint": "access_token"}
+            request = self._post_form(p, p.revoke_url, data)
+            success = 200
         secrets = (access_token, refresh_token, p.client_secret)
         try:
             resp = await self.http.send(request)
@@ -403,7 +481,11 @@ class OAuthClient:
             return Revocation(
                 False, _scrub(f"failed to revoke token: {type(exc).__name__}: {exc}", secrets)
             )
-        if resp.status_code == 200:
+        body = parse_body(resp) if resp.status_code == success else None
+        if body is not None and body.get("ok") is False:
+            # Slack answers 200 {"ok": false, "error": "..."} when it did not revoke.
+            return Revocation(False, f"failed to revoke token: {_str(body.get('error'))}")
+        if resp.status_code == success:
             return Revocation(revoked=True)
         return Revocation(
             False, f"failed to revoke token: {resp.status_code} {_snippet(resp, secrets)}".strip()

@@ -1,0 +1,193 @@
+"""The web flow: authorization code with PKCE through /external-auth/{id}/callback."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from extauth.links import hash_state
+from tests.conftest import Api
+from tests.fake_provider import Answer, FakeProvider
+
+CALLBACK = "/external-auth/fake/callback"
+
+
+def _start(api: Api, headers: dict[str, str], **params: str) -> dict[str, str]:
+    r = api.get(CALLBACK, headers=headers, params=params, follow_redirects=False)
+    assert r.status_code == 307, r.text
+    location = r.headers["location"]
+    return {"url": location, **{k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}}
+
+
+def _provider_approves(started: dict[str, str]) -> str:
+    """The fake's authorize endpoint approves and sends the browser back: our path+query."""
+    r = httpx.get(started["url"], follow_redirects=False)
+    assert r.status_code == 302
+    back = urlsplit(r.headers["location"])
+    return f"{back.path}?{back.query}"
+
+
+def test_start_redirects_to_the_provider_with_state_and_pkce(api: Api, fake: FakeProvider) -> None:
+    started = _start(api, api.login())
+    assert started["url"].startswith(f"{fake.url}/authorize?")
+    assert started["client_id"] == fake.CLIENT_ID
+    assert started["redirect_uri"] == "http://127.0.0.1:8080/external-auth/fake/callback"
+    assert started["response_type"] == "code"
+    assert started["scope"] == "repo read:user"
+    assert started["code_challenge_method"] == "S256"
+    assert len(started["code_challenge"]) == 43
+    row = api.store.db.execute(
+        "SELECT user_id, provider_id, code_verifier FROM oauth_states WHERE state_hash = ?",
+        [hash_state(started["state"])]).fetchone()
+    assert row[:2] == (api.user_id("alice"), "fake")
+    digest = hashlib.sha256(row[2].encode()).digest()
+    assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == started["code_challenge"]
+    assert started["state"].encode() not in api.settings.db_path.read_bytes()
+
+
+def test_auth_url_query_parameters_are_kept(make_api, fake: FakeProvider) -> None:
+    api = make_api(fake.config(auth_url=f"{fake.url}/authorize?audience=api://x"))
+    started = _start(api, api.login())
+    assert started["audience"] == "api://x" and started["state"]
+
+
+def test_no_pkce_when_the_provider_says_none(make_api, fake: FakeProvider) -> None:
+    api = make_api(fake.config(pkce_methods="none"))
+    started = _start(api, api.login())
+    assert "code_challenge" not in started
+
+
+def test_round_trip_links_and_redirects(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    back = _provider_approves(_start(api, headers, redirect="/workspaces?tab=git"))
+    r = api.get(back, headers=headers, follow_redirects=False)
+    assert r.status_code == 307
+    assert r.headers["location"] == "/workspaces?tab=git"
+    link = api.store.get_link(api.user_id("alice"), "fake")
+    assert link is not None and link.access_token in fake.access
+    form = fake.seen("token")[0].form
+    assert form["grant_type"] == "authorization_code" and form["code_verifier"]
+    assert api.get("/api/v2/external-auth/fake", headers=headers).json()["authenticated"] is True
+
+
+def test_default_redirect_is_the_providers_status(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    back = _provider_approves(_start(api, headers))
+    r = api.get(back, headers=headers, follow_redirects=False)
+    assert r.headers["location"] == "/api/v2/external-auth/fake"
+
+
+@pytest.mark.parametrize("redirect, expected", [
+    ("https://evil.example/steal?x=1", "/steal?x=1"),
+    ("//evil.example/steal", "/steal"),
+    ("javascript:alert(1)", "/api/v2/external-auth/fake"),
+])
+def test_redirect_is_reduced_to_path_and_query(
+    api: Api, fake: FakeProvider, redirect: str, expected: str
+) -> None:
+    headers = api.login()
+    back = _provider_approves(_start(api, headers, redirect=redirect))
+    assert api.get(back, headers=headers, follow_redirects=False).headers["location"] == expected
+
+
+def test_a_state_is_used_once(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    back = _provider_approves(_start(api, headers))
+    assert api.get(back, headers=headers, follow_redirects=False).status_code == 307
+    r = api.get(back, headers=headers, follow_redirects=False)
+    assert r.status_code == 401
+    assert r.json()["message"] == "State mismatched."
+
+
+def test_another_users_state_is_refused(api: Api, fake: FakeProvider) -> None:
+    back = _provider_approves(_start(api, api.login("bob")))
+    r = api.get(back, headers=api.login("alice"), follow_redirects=False)
+    assert (r.status_code, r.json()["message"]) == (401, "State mismatched.")
+    assert api.store.get_link(api.user_id("alice"), "fake") is None
+    assert fake.seen("token") == []
+
+
+def test_an_expired_state_is_refused(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    back = _provider_approves(_start(api, headers))
+    api.store.db.execute("UPDATE oauth_states SET expires_at = '2020-01-01T00:00:00.000000Z'")
+    r = api.get(back, headers=headers, follow_redirects=False)
+    assert (r.status_code, r.json()["message"]) == (401, "State mismatched.")
+
+
+def test_code_without_state_is_400(api: Api) -> None:
+    r = api.get(CALLBACK, headers=api.login(), params={"code": "abc"})
+    assert (r.status_code, r.json()) == (400, {"message": "State must be provided."})
+
+
+def test_provider_error_is_400(api: Api) -> None:
+    r = api.get(CALLBACK, headers=api.login(), params={
+        "error": "access_denied", "error_description": "The user denied access."})
+    assert r.status_code == 400
+    assert r.json() == {"message": "Encountered error in oidc process: access_denied",
+                        "detail": "The user denied access."}
+
+
+def test_a_wrong_pkce_verifier_fails_the_exchange(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    back = _provider_approves(_start(api, headers))
+    api.store.db.execute("UPDATE oauth_states SET code_verifier = 'not-the-verifier'")
+    r = api.get(back, headers=headers, follow_redirects=False)
+    assert r.status_code == 500
+    assert r.json() == {"message": "Internal error exchanging Oauth code.",
+                        "detail": "invalid_grant: PKCE verification failed"}
+    assert api.store.get_link(api.user_id("alice"), "fake") is None
+
+
+def test_provider_down_during_exchange_is_502(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    back = _provider_approves(_start(api, headers))
+    fake.script("token", Answer(status=503, text="down"))
+    r = api.get(back, headers=headers, follow_redirects=False)
+    assert r.status_code == 502 and "'fake'" in r.json()["message"]
+
+
+def test_unauthenticated_browser_gets_an_explanation(api: Api) -> None:
+    r = api.get(CALLBACK, follow_redirects=False)
+    assert r.status_code == 401
+    assert "?coder_session_token=" in r.json()["detail"]
+
+
+def test_a_token_in_the_query_becomes_a_session_cookie(api: Api, fake: FakeProvider) -> None:
+    token = api.login()["Coder-Session-Token"]
+    r = api.get(CALLBACK, params={"coder_session_token": token}, follow_redirects=False)
+    assert r.status_code == 307
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith(f"coder_session_token={token};")
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie
+    # the browser comes back from the provider with only the cookie
+    back = _provider_approves({"url": r.headers["location"]})
+    r = api.get(back, headers={"Cookie": f"coder_session_token={token}"},
+                follow_redirects=False)
+    assert r.status_code == 307
+
+
+def test_provider_without_auth_url_has_no_web_flow(make_api, fake: FakeProvider) -> None:
+    api = make_api(fake.config(auth_url=None))
+    r = api.get(CALLBACK, headers=api.login())
+    assert r.status_code == 400
+    assert r.json() == {"message": "Provider 'fake' has no web flow.",
+                        "detail": "its auth_url is not set"}
+
+
+def test_extra_token_keys_are_kept_with_the_link(make_api, fake: FakeProvider) -> None:
+    api = make_api(fake.config(extra_token_keys=["authed_user", "team"]))
+    headers = api.login()
+    back = _provider_approves(_start(api, headers))
+    fake.script("token", Answer(json={
+        "ok": True, "access_token": "xoxb-bot", "team": {"id": "T1"},
+        "authed_user": {"id": "U1", "access_token": "xoxp-user"}, "ignored": 1}))
+    assert api.get(back, headers=headers, follow_redirects=False).status_code == 307
+    link = api.store.get_link(api.user_id("alice"), "fake")
+    assert link is not None
+    assert link.extra == {"authed_user": {"id": "U1", "access_token": "xoxp-user"},
+                          "team": {"id": "T1"}}
