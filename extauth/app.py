@@ -41,6 +41,8 @@ from jsonschema import Draft4Validator, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from extauth.audit import REQUEST_ID, new_request_id
+from extauth.crypto import Cipher
 from extauth.errors import (
     BadRequestError,
     ExtauthError,
@@ -240,6 +242,8 @@ class Edge:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            given = dict(scope.get("headers") or []).get(b"x-request-id", b"")
+            REQUEST_ID.set(new_request_id(given.decode("latin-1")))
             if self.demo is not None and scope["path"].startswith("/demo/"):
                 await self.demo(scope, receive, send)
                 return
@@ -280,7 +284,7 @@ async def _send(send: Send, status: int, body: bytes, content_type: bytes, *,
 def create_app(settings: Settings) -> Edge:
     """The ASGI app for ``settings``: connexion around ``openapi.yaml``."""
     spec = load_spec()
-    store = Store(settings.db_path)
+    store = Store(settings.db_path, Cipher(settings.encryption_keys))
     demo_app = None
     if settings.demo:
         from extauth import demo
@@ -292,8 +296,10 @@ def create_app(settings: Settings) -> Edge:
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
         store.migrate()
         client = OAuthClient(timeout=settings.provider_timeout)
+        links = Links(settings, store, client)
+        links.audit.purge()
         try:
-            yield {"links": Links(settings, store, client), "store": store}
+            yield {"links": links}
         finally:
             await client.aclose()
             store.close()

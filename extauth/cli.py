@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from extauth import sessions
+from extauth.crypto import Cipher
 from extauth.settings import ConfigError, Settings, load_settings
 from extauth.store import DuplicateError, Store, StoreError
 
@@ -56,7 +57,7 @@ def _settings(**overrides: Any) -> Settings:
 
 def _store(db: str | None) -> Store:
     settings = _settings(db_path=db, providers=())
-    store = Store(settings.db_path)
+    store = Store(settings.db_path, Cipher(settings.encryption_keys))
     try:
         store.migrate()
     except StoreError as exc:
@@ -280,6 +281,78 @@ def providers_list(config: str | None, as_json: bool) -> None:
         for key, value in item.items():
             if key not in ("id", "type") and value not in ("", [], False):
                 click.echo(f"  {key}: {' '.join(value) if isinstance(value, list) else value}")
+
+
+@main.group()
+def keys() -> None:
+    """Encryption of tokens at rest (keys from EXTAUTH_ENCRYPTION_KEYS)."""
+
+
+@keys.command("status")
+@db_option
+def keys_status(db: str | None) -> None:
+    """Count the links stored under each key id."""
+    store = _store(db)
+    configured = store.cipher.key_ids()
+    counts = store.key_counts()
+    for kid in sorted(set(counts) | set(configured), key=lambda k: (k not in configured, k)):
+        label = "plain" if kid == "" else kid
+        role = ("primary" if configured and kid == configured[0] else
+                "configured" if kid in configured else
+                "not encrypted" if kid == "" else "MISSING: these links cannot be read")
+        click.echo(f"{label}\t{counts.get(kid, 0)}\t{role}")
+
+
+def _reseal(store: Store, batch: int, verb: str) -> None:
+    total = failed = 0
+    while True:
+        done, bad = store.reseal_batch(batch)
+        total += done
+        if done == 0:
+            failed = bad
+            break
+    _err(f"{verb} {total} link(s)")
+    if failed:
+        raise click.ClickException(
+            f"{failed} link(s) are under a key that is not configured; add it to "
+            "EXTAUTH_ENCRYPTION_KEYS and run this again")
+
+
+@keys.command("rotate")
+@db_option
+@click.option("--batch", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Links re-encrypted per transaction")
+def keys_rotate(db: str | None, batch: int) -> None:
+    """Re-encrypt every link with the first key, in batches, while serving.
+
+    Safe to interrupt and run again: it continues with what is left.
+    """
+    store = _store(db)
+    if not store.cipher.keys:
+        raise click.ClickException("no key is configured: set EXTAUTH_ENCRYPTION_KEYS")
+    _reseal(store, batch, f"re-encrypted with key {store.cipher.primary_id}:")
+
+
+@keys.command("decrypt")
+@db_option
+@click.option("--batch", type=click.IntRange(min=1), default=100, show_default=True)
+def keys_decrypt(db: str | None, batch: int) -> None:
+    """Store every link's tokens in plain text again (to stop using encryption)."""
+    store = _store(db)
+    _reseal(Store(store.path, Cipher(store.cipher.keys, write_plain=True)), batch, "decrypted")
+
+
+@main.command()
+@db_option
+@click.option("--user", "user_name", metavar="NAME", help="Only this user's events")
+@click.option("--provider", "provider_id", metavar="ID", help="Only this provider's events")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+def audit(db: str | None, user_name: str | None, provider_id: str | None, limit: int) -> None:
+    """Show the audit trail, newest first (never a token)."""
+    for e in _store(db).audit_events(user_name, provider_id, limit):
+        at = f"{e.at:%Y-%m-%d %H:%M:%S}Z" if e.at else ""
+        click.echo("\t".join([at, e.user_name, e.provider_id, e.action, e.outcome,
+                              e.request_id, e.detail]))
 
 
 @main.group("config")

@@ -95,6 +95,8 @@ class ProviderError(ExtauthError):
     """The provider is down, too slow, or answered something we cannot use."""
 
     status: int = 502
+    # The provider's HTTP status, when it answered at all.
+    upstream_status: int = 0
 
 
 @dataclass

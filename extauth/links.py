@@ -8,19 +8,13 @@ else.
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
-import hashlib
 import secrets
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
-import anyio.to_thread
-
+from extauth._threads import off_loop
+from extauth.audit import Audit
 from extauth.errors import (
     BadRequestError,
     ExtauthError,
@@ -36,34 +30,11 @@ from extauth.providers.oauth import (
     ProviderUser,
     TokenSet,
 )
+from extauth.refresh import Refresher, failure_text
 from extauth.sessions import Session, authenticate
 from extauth.settings import ProviderConfig, Settings
 from extauth.store import Link, OAuthState, Store, StoreError, utcnow
-
-T = TypeVar("T")
-STATE_TTL = timedelta(minutes=10)
-
-
-def hash_state(state: str) -> str:
-    """States are stored hashed, like session secrets."""
-    return hashlib.sha256(state.encode()).hexdigest()
-
-
-def pkce_challenge(verifier: str) -> str:
-    """RFC 7636 S256: BASE64URL(SHA256(verifier)) without padding."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
-def same_site(redirect: str | None) -> str:
-    """Only a path and query on this site: never an open redirect."""
-    if not redirect:
-        return ""
-    parts = urlsplit(redirect)
-    path = parts.path
-    if not path.startswith("/") or path.startswith("//") or "\\" in path:
-        return ""
-    return f"{path}?{parts.query}" if parts.query else path
+from extauth.webflow import STATE_TTL, hash_state, pkce_challenge, same_site
 
 
 @dataclass(frozen=True)
@@ -107,9 +78,13 @@ class Links:
         self.settings = settings
         self.store = store
         self.client = client
-
-    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+        self.audit = Audit(store, timedelta(days=settings.audit_retention_days))
+        self.refresher = Refresher(
+            store, client, self.audit.record, self.callback_url,
+            retry_budget=settings.refresh_retry_seconds,
+            lease_ttl=settings.provider_timeout * 2 + settings.refresh_retry_seconds,
+        )
+        self._db = off_loop
 
     def provider(self, provider_id: str) -> ProviderConfig:
         p = self.settings.provider(provider_id)
@@ -129,35 +104,56 @@ class Links:
         except (sqlite3.Error, StoreError) as exc:
             raise UnavailableError("The database is not reachable.", detail=str(exc)) from None
 
-    def _state(self, link: Link) -> LinkState:
+    def _state(self, link: Link, note: str = "") -> LinkState:
+        """What a stored link is worth right now, without asking the provider."""
         p = self.settings.provider(link.provider_id)
         if p is None:
             return LinkState(link, False, "The provider of this link is no longer configured.")
+        if link.decrypt_error:
+            return LinkState(link, False, f"{link.decrypt_error}; link again or add the key.")
         if not link.access_token:
             return LinkState(link, False, "The link holds no access token; link again.")
         if is_expired(link):
+            if link.refresh_failure_reason:
+                return LinkState(link, False, failure_text(link))
+            if note:
+                return LinkState(link, False, f"The token expired and {note}.")
+            why = "refreshing is disabled" if p.no_refresh else "there is no refresh token"
             return LinkState(
-                link,
-                False,
-                f"The token expired at {link.expires_at:%Y-%m-%d %H:%M:%S} UTC; link again.",
+                link, False,
+                f"The token expired at {link.expires_at:%Y-%m-%d %H:%M:%S} UTC and {why}; "
+                "link again.",
             )
         return LinkState(link, True)
 
+    async def _fresh_state(self, session: Session, link: Link) -> LinkState | None:
+        p = self.settings.provider(link.provider_id)
+        if p is None:
+            return self._state(link)
+        outcome = await self.refresher.fresh(session, p, link)
+        return self._state(outcome.link, outcome.note) if outcome.link else None
+
     async def list_links(self, session: Session) -> list[LinkState]:
-        """The caller's links with their stored state (no provider calls)."""
+        """The caller's links, each refreshed first when it is about to expire."""
         links = await self._db(self.store.links_for_user, session.user_id)
-        return [self._state(link) for link in links]
+        states = await asyncio.gather(*(self._fresh_state(session, link) for link in links))
+        return [s for s in states if s is not None]
 
     async def status(self, session: Session, provider_id: str) -> ProviderState:
-        """Validate the caller's link at the provider, with app installations."""
+        """Refresh if needed, then validate the caller's link at the provider, with
+        app installations."""
         p = self.provider(provider_id)
         link = await self._db(self.store.get_link, session.user_id, provider_id)
-        if link is None or not self._state(link).authenticated:
+        state = await self._fresh_state(session, link) if link else None
+        if state is None or not state.authenticated:
             return ProviderState(p)
+        token = state.link.access_token
         check, (installable, installations) = await asyncio.gather(
-            self.client.validate(p, link.access_token),
-            self.client.installations(p, link.access_token),
+            self.client.validate(p, token),
+            self.client.installations(p, token),
         )
+        if not check.valid:
+            await self.audit.record(session, p.id, "validate", "invalid", check.reason)
         return ProviderState(
             p,
             authenticated=check.valid,
@@ -172,10 +168,18 @@ class Links:
         link = await self._db(self.store.delete_link, session.user_id, provider_id)
         if link is None:
             raise NotFoundError()
+        await self.audit.record(session, provider_id, "unlink")
         if p is None:
-            return Unlinked(False, "The provider is no longer configured; nothing was revoked.")
-        revocation = await self.client.revoke(p, link.access_token, link.refresh_token)
-        return Unlinked(revocation.revoked, revocation.error)
+            result = Unlinked(False, "The provider is no longer configured; nothing was revoked.")
+        elif link.decrypt_error:
+            result = Unlinked(False, f"{link.decrypt_error}; nothing was revoked.")
+        else:
+            revocation = await self.client.revoke(p, link.access_token, link.refresh_token)
+            result = Unlinked(revocation.revoked, revocation.error)
+        outcome = "ok" if result.token_revoked else ("failed" if p and p.revoke_url else "skipped")
+        await self.audit.record(session, provider_id, "revoke", outcome,
+                                result.token_revocation_error)
+        return result
 
     async def start_device(self, session: Session, provider_id: str) -> DeviceAuthorization:
         p = self.provider(provider_id)
@@ -197,10 +201,11 @@ class Links:
             raise BadRequestError(
                 "Failed to exchange device code.", detail=exc.code, headers=headers
             ) from None
-        return await self._store_tokens(session, p, tokens)
+        return await self._store_tokens(session, p, tokens, "device")
 
-    async def _store_tokens(self, session: Session, p: ProviderConfig, tokens: TokenSet) -> Link:
-        return await self._db(
+    async def _store_tokens(self, session: Session, p: ProviderConfig, tokens: TokenSet,
+                            flow: str) -> Link:
+        link = await self._db(
             self.store.upsert_link,
             session.user_id,
             p.id,
@@ -209,6 +214,8 @@ class Links:
             expires_at(tokens.expires_in),
             tokens.extra,
         )
+        await self.audit.record(session, p.id, "link", flow)
+        return link
 
     # -- the web flow (authorization code with PKCE) ----------------------------------
 
@@ -261,5 +268,5 @@ class Links:
                 "Internal error exchanging Oauth code.",
                 detail=f"{exc.code}: {exc.description}" if exc.description else exc.code,
             ) from None
-        link = await self._store_tokens(session, p, tokens)
+        link = await self._store_tokens(session, p, tokens, "web")
         return link, pending.redirect or f"/api/v2/external-auth/{p.id}"

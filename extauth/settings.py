@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from extauth.crypto import KeyConfigError, keys_from_env
 from extauth.providers.presets import apply_preset
 
 # Coder's name rule for provider ids (httpapi.NameValid).
@@ -114,7 +115,11 @@ class Settings:
     provider_timeout: float = 5.0
     validate_responses: bool = False
     max_body_bytes: int = 64 * 1024
-    extra: Mapping[str, str] = field(default_factory=dict)
+    # Seconds that transient refresh failures are retried for, per refresh.
+    refresh_retry_seconds: float = 10.0
+    audit_retention_days: int = 90
+    # AES-256-GCM keys for tokens at rest; the first encrypts. Never printed.
+    encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
         for p in self.providers:
@@ -313,7 +318,13 @@ def load_settings(
         validate_responses=_as_bool("env", "EXTAUTH_VALIDATE_RESPONSES",
                                     env.get("EXTAUTH_VALIDATE_RESPONSES", "false")),
         max_body_bytes=_env_number(env, "EXTAUTH_MAX_BODY_BYTES", int, 64 * 1024),
+        refresh_retry_seconds=_env_number(env, "EXTAUTH_REFRESH_RETRY_SECONDS", float, 10.0),
+        audit_retention_days=_env_number(env, "EXTAUTH_AUDIT_RETENTION_DAYS", int, 90),
     )
+    try:
+        base = replace(base, encryption_keys=keys_from_env(env))
+    except KeyConfigError as exc:
+        raise ConfigError(str(exc)) from None
     if "db_path" in over:
         over["db_path"] = Path(over["db_path"])
     settings = replace(base, **over)

@@ -17,6 +17,7 @@ with warnings.catch_warnings():
 
 from extauth import sessions
 from extauth.app import create_app
+from extauth.crypto import Cipher
 from extauth.settings import Settings, build_provider
 from extauth.store import Store
 from tests.fake_provider import FakeProvider
@@ -40,6 +41,9 @@ def fake(_fake_server: FakeProvider) -> FakeProvider:
     f.refresh.clear()
     f.revoked.clear()
     f.codes.clear()
+    f.grant_of.clear()
+    f.used_refresh.clear()
+    f.refresh_delay = 0.0
     f.expires_in = 3600
     f.auto_approve = False
     return f
@@ -84,7 +88,7 @@ def make_api(tmp_path: Path) -> Iterator[Any]:
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)
-        return Api(client, Store(settings.db_path), settings)
+        return Api(client, Store(settings.db_path, Cipher(settings.encryption_keys)), settings)
 
     yield make
     for client in opened:

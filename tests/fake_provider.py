@@ -79,6 +79,12 @@ class FakeProvider:
         self.devices: dict[str, bool] = {}  # device_code -> approved
         self.access: dict[str, str] = {}  # access token -> login
         self.refresh: dict[str, str] = {}  # refresh token -> access token
+        # Rotation with reuse detection, as oidc-provider and GitHub Apps do: every
+        # token belongs to a grant; presenting a rotated-out refresh token again
+        # revokes the whole grant.
+        self.grant_of: dict[str, str] = {}  # any token -> grant id
+        self.used_refresh: set[str] = set()
+        self.refresh_delay = 0.0  # seconds before answering a refresh
         self.revoked: set[str] = set()
         self.codes: dict[str, tuple[str, str]] = {}  # code -> (redirect_uri, challenge)
         self.expires_in: int | None = 3600
@@ -101,11 +107,21 @@ class FakeProvider:
     def approve(self, device_code: str) -> None:
         self.devices[device_code] = True
 
-    def issue(self, login: str = "octocat") -> tuple[str, str]:
+    def issue(self, login: str = "octocat", grant: str = "") -> tuple[str, str]:
         access, refresh = "fake_at_" + secrets.token_hex(12), "fake_rt_" + secrets.token_hex(12)
         self.access[access] = login
         self.refresh[refresh] = access
+        grant = grant or "grant_" + secrets.token_hex(6)
+        self.grant_of[access] = self.grant_of[refresh] = grant
         return access, refresh
+
+    def revoke_grant(self, grant: str) -> None:
+        self.revoked.update(t for t, g in self.grant_of.items() if g == grant)
+
+    @property
+    def refreshes(self) -> int:
+        """How many refresh requests reached the token endpoint."""
+        return sum(1 for r in self.seen("token") if r.form.get("grant_type") == "refresh_token")
 
     def seen(self, endpoint: str) -> list[Seen]:
         return [r for r in self.requests if r.endpoint == endpoint]
@@ -144,8 +160,8 @@ class FakeProvider:
             return answer
         return None
 
-    def _tokens(self) -> dict[str, Any]:
-        access, refresh = self.issue()
+    def _tokens(self, grant: str = "") -> dict[str, Any]:
+        access, refresh = self.issue(grant=grant)
         body: dict[str, Any] = {"access_token": access, "refresh_token": refresh,
                                 "token_type": "bearer", "scope": "repo"}
         if self.expires_in:
@@ -201,11 +217,19 @@ class FakeProvider:
                 return answer.response()
             form = self.requests[-1].form
             if form.get("grant_type") == "refresh_token":
-                old = self.refresh.pop(form.get("refresh_token", ""), None)
+                await asyncio.sleep(self.refresh_delay)
+                presented = form.get("refresh_token", "")
+                grant = self.grant_of.get(presented, "")
+                if presented in self.used_refresh or presented in self.revoked:
+                    self.revoke_grant(grant)  # reuse: the grant is compromised
+                    return JSONResponse({"error": "invalid_grant",
+                                         "error_description": "refresh token reused"}, 400)
+                old = self.refresh.pop(presented, None)
                 if old is None:
                     return JSONResponse({"error": "invalid_grant"}, 400)
-                self.access.pop(old, None)
-                return JSONResponse(self._tokens())
+                self.used_refresh.add(presented)
+                self.revoked.add(old)
+                return JSONResponse(self._tokens(grant))
             if form.get("grant_type") == "authorization_code":
                 return self._code_grant(form)
             code = form.get("device_code", "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from extauth.links import expires_at
 from tests.conftest import Api, link
 from tests.fake_provider import Answer, FakeProvider
 
@@ -114,9 +115,11 @@ def test_get_without_validate_url_is_authenticated_without_a_call(
     assert fake.requests == []
 
 
-def test_get_expired_token_is_unauthenticated_without_a_call(api: Api, fake: FakeProvider) -> None:
+def test_get_expired_token_without_refresh_token_is_unauthenticated_without_a_call(
+    api: Api, fake: FakeProvider
+) -> None:
     headers = api.login()
-    link(api, fake, expires_in=-60)
+    api.store.upsert_link(api.user_id("alice"), "fake", "gho_old", "", expires_at(-60))
     assert api.get(FAKE, headers=headers).json()["authenticated"] is False
     assert fake.requests == []
 
@@ -152,7 +155,7 @@ def test_list_shows_providers_and_links(make_api, fake: FakeProvider) -> None:
 
 def test_list_reports_expired_and_orphaned_links(api: Api, fake: FakeProvider) -> None:
     headers = api.login()
-    link(api, fake, expires_in=-5)
+    api.store.upsert_link(api.user_id("alice"), "fake", "gho_old", "", expires_at(-5))
     link(api, fake, provider="gone")
     links = {x["provider_id"]: x for x in api.get("/api/v2/external-auth",
                                                   headers=headers).json()["links"]}

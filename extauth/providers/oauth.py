@@ -34,11 +34,14 @@ _SNIPPET = 200
 class OAuthError(Exception):
     """The provider answered with an OAuth error code (RFC 6749 5.2, RFC 8628 3.5)."""
 
-    def __init__(self, code: str, description: str = "", interval: int | None = None) -> None:
+    def __init__(
+        self, code: str, description: str = "", interval: int | None = None, status: int = 0
+    ) -> None:
         super().__init__(code)
         self.code = code
         self.description = description
         self.interval = interval
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,7 @@ class OAuthClient:
                 _str(body["error"]),
                 _scrub(_str(body.get("error_description")), secrets),
                 _int(body.get("interval")) or None,
+                resp.status_code,
             )
         if is_rate_limited(resp):
             raise self._rate_limited(p, what, resp)
@@ -267,6 +271,7 @@ class OAuthClient:
             raise ProviderError(
                 message=f"Provider {p.id!r} failed the {what} with HTTP {resp.status_code}.",
                 detail=_snippet(resp, secrets),
+                upstream_status=resp.status_code,
             )
         if body is None:
             ctype = resp.headers.get("content-type", "none")
@@ -371,6 +376,36 @@ class OAuthClient:
             style = "client_id" if p.exchange == "bearer-secret" else p.token_auth
             request = self._post_form(p, p.token_url, data, style, headers)
         secrets = (p.client_secret, code, verifier or "")
+        resp = await self._send(p, what, request, secrets)
+        body = self._oauth_answer(p, what, resp, secrets)
+        return self._token_set(p, what, body)
+
+    # -- refresh (RFC 6749 6) ------------------------------------------------------------
+
+    async def refresh(self, p: ProviderConfig, refresh_token: str, redirect_uri: str) -> TokenSet:
+        """Trade a refresh token for a new token pair (``refresh_token`` may be empty
+        in the answer: the caller keeps the old one)."""
+        what = "token refresh"
+        if p.exchange == "azure-assertion":
+            data = {
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": p.client_secret,
+                "grant_type": "refresh_token",
+                "assertion": refresh_token,
+                "redirect_uri": redirect_uri,
+            }
+            request = self.http.build_request(
+                "POST", p.token_url, data=data, headers={"Accept": "application/json"})
+        else:
+            data = {"grant_type": "refresh_token", "refresh_token": refresh_token,
+                    **dict(p.auth_params)}
+            if p.auth_params and p.scopes:
+                data["scope"] = " ".join(p.scopes)  # Entra wants the scopes again
+            headers = {"Authorization": f"Bearer {p.client_secret}"} \
+                if p.exchange == "bearer-secret" else {}
+            style = "client_id" if p.exchange == "bearer-secret" else p.token_auth
+            request = self._post_form(p, p.token_url, data, style, headers)
+        secrets = (p.client_secret, refresh_token)
         resp = await self._send(p, what, request, secrets)
         body = self._oauth_answer(p, what, resp, secrets)
         return self._token_set(p, what, body)

@@ -1,0 +1,51 @@
+"""The audit trail: who linked, exchanged, refreshed, failed validation,
+unlinked and revoked, per user and provider, with time and request id.
+
+Events never carry a token; details are short reasons. The request id comes
+from the ``X-Request-Id`` header when it is sane, else a new one (see app.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from datetime import timedelta
+
+from extauth._threads import off_loop
+from extauth.sessions import Session
+from extauth.store import AuditEvent, Store, utcnow
+
+log = logging.getLogger("extauth.audit")
+REQUEST_ID: ContextVar[str] = ContextVar("extauth_request_id", default="")
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def new_request_id(given: str | None) -> str:
+    """The caller's request id if it is sane, else a fresh one."""
+    if given and _SANE_ID.match(given):
+        return given
+    return uuid.uuid4().hex[:16]
+
+
+class Audit:
+    """Records events into the store, off the event loop."""
+
+    def __init__(self, store: Store, retention: timedelta) -> None:
+        self.store = store
+        self.retention = retention
+
+    async def record(self, session: Session, provider_id: str, action: str,
+                     outcome: str = "", detail: str = "") -> None:
+        event = AuditEvent(action=action, outcome=outcome, user_id=session.user_id,
+                           user_name=session.user_name, provider_id=provider_id,
+                           detail=detail, request_id=REQUEST_ID.get())
+        try:
+            await off_loop(self.store.insert_audit, event)
+        except Exception:  # an audit failure must not fail the user's request
+            log.exception("cannot record audit event %s/%s", action, outcome)
+
+    def purge(self) -> int:
+        """Delete events older than the retention period."""
+        return self.store.purge_audit(utcnow() - self.retention)
