@@ -37,7 +37,7 @@ from connexion.exceptions import (
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.options import SwaggerUIOptions
 from connexion.validators.json import JSONRequestBodyValidator
-from jsonschema import Draft4Validator, ValidationError
+from jsonschema import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -199,9 +199,11 @@ def _translate(exc: Exception, allow: _Allow, path: str) -> ExtauthError:
                 detail=f"{exc.detail} Send the body as application/json.",
                 status=415,
             )
-        phrase = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else ""
-        return ExtauthError(f"{phrase or 'Request failed'}.", detail=str(exc.detail or ""),
-                            status=status)
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Request failed"
+        return ExtauthError(f"{phrase}.", detail=str(exc.detail or ""), status=status)
     log.exception("unexpected error at %s", path, exc_info=exc)
     return ExtauthError("An internal server error occurred.", status=500)
 

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -194,7 +193,8 @@ def users_create(name: str, lifetime: str | None, db: str | None) -> None:
     try:
         user = store.create_user(name)
     except DuplicateError as exc:
-        raise click.ClickException(f"{exc}; create a token for it with 'extauth tokens create'")
+        raise click.ClickException(
+            f"{exc}; create a token for it with 'extauth tokens create'") from None
     click.echo(sessions.create_token(store, user, span))
     _err(f"created user {name!r}; the line above is its session token")
 

@@ -166,7 +166,7 @@ class Refresher:
     async def _refresh(self, session: Session, p: ProviderConfig, link: Link) -> Outcome:
         try:
             tokens = await self._with_retries(p, link.refresh_token)
-        except Exception as exc:  # classified below; nothing is cleared for transient ones
+        except (OAuthError, ProviderError, ProviderRateLimitedError) as exc:
             if not is_permanent(exc):
                 await self.record(session, p.id, "refresh", "transient", describe(exc))
                 return Outcome(link, f"refreshing failed and will be retried: {describe(exc)}")

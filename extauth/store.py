@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +34,19 @@ class DuplicateError(StoreError):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _ts(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _dt(value: str | None) -> datetime | None:
     if value is None:
         return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -333,7 +333,7 @@ class Store:
         plain: dict[str, str] = {}
         error = ""
         try:
-            for name, value in zip(_TOKEN_FIELDS, (row[2], row[3], row[5])):
+            for name, value in zip(_TOKEN_FIELDS, (row[2], row[3], row[5]), strict=True):
                 plain[name] = self.cipher.decrypt(value, key, _context(user_id, provider_id, name))
         except DecryptError as exc:
             plain, error = {"access_token": "", "refresh_token": "", "extra": ""}, str(exc)
@@ -358,8 +358,9 @@ class Store:
         """The token values as stored: encrypted with the primary key when there is one."""
         return [
             self.cipher.encrypt(value, _context(user_id, provider_id, name))
-            for name, value in zip(_TOKEN_FIELDS, (access_token, refresh_token,
-                                                    json.dumps(extra or {})))
+            for name, value in zip(
+                _TOKEN_FIELDS, (access_token, refresh_token, json.dumps(extra or {})), strict=True
+            )
         ]
 
     def get_link(self, user_id: int, provider_id: str) -> Link | None:
@@ -533,7 +534,9 @@ class Store:
             f"FROM audit_events {clause} ORDER BY at DESC, id DESC LIMIT ?",
             [*args, limit],
         ).fetchall()
-        return [AuditEvent(*r[:7], at=_dt(r[7])) for r in rows]
+        return [AuditEvent(action=r[0], outcome=r[1], user_id=r[2], user_name=r[3],
+                           provider_id=r[4], detail=r[5], request_id=r[6], at=_dt(r[7]))
+                for r in rows]
 
     def purge_audit(self, before: datetime) -> int:
         return self.db.execute(

@@ -9,7 +9,7 @@ from connexion import request
 from starlette.responses import RedirectResponse, Response
 
 from extauth.errors import BadRequestError
-from extauth.links import LinkState, Links, ProviderState
+from extauth.links import Links, LinkState, ProviderState
 from extauth.providers.oauth import ProviderUser
 from extauth.sessions import Session
 from extauth.settings import ProviderConfig

@@ -218,7 +218,9 @@ class OAuthClient:
                 detail=_scrub(f"{type(exc).__name__}: {exc}", secrets),
             ) from None
 
-    def _client_auth(self, p: ProviderConfig, data: dict[str, str], style: str) -> httpx.Auth | None:
+    def _client_auth(
+        self, p: ProviderConfig, data: dict[str, str], style: str
+    ) -> httpx.Auth | None:
         """Authenticate the client (RFC 6749 2.3.1): Basic, the secret in the body,
         or (``client_id`` style, GitHub's device endpoints) the id alone."""
         if p.client_secret and style == "basic":
@@ -334,7 +336,7 @@ class OAuthClient:
         self, p: ProviderConfig, redirect_uri: str, state: str, challenge: str | None
     ) -> str:
         """Where to send the browser; the auth URL's own query parameters are kept."""
-        params: list[tuple[str, str]] = [
+        params: list[tuple[str, str | int | float | bool | None]] = [
             ("client_id", p.client_id),
             ("redirect_uri", redirect_uri),
             ("response_type", "Assertion" if p.exchange == "azure-assertion" else "code"),

@@ -1,0 +1,1 @@
+"""extauth: links users' accounts to external OAuth providers and keeps their tokens."""
