@@ -1,5 +1,5 @@
 """panva's oidc-provider (npm ``oidc-provider`` 8.8.1) on a free 127.0.0.1 port,
-and a browser-like walk through its device-flow pages.
+and a browser-like walk through its device-flow and authorization pages.
 
 ``tests/oidc/server.mjs`` is the launcher; this module runs it with Node.js,
 waits for its discovery document and answers with extauth provider configs.
@@ -7,6 +7,9 @@ waits for its discovery document and answers with extauth provider configs.
 types the user code, signs in on the development login page (any login is
 accepted) and confirms the consent page, all with one ``httpx.Client`` whose
 cookie jar carries the provider's session between pages.
+``approve_authorization`` does the same for the web (authorization code) flow:
+from the authorize URL extauth redirected to, through login and consent, up
+to the provider's redirect back to the client, which it returns unfollowed.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -44,20 +48,38 @@ class Form:
         self.method = attrs.get("method", "get").lower()
         self.fields: dict[str, str] = {}
         self.types: dict[str, str] = {}
+        # Named submit buttons, (name, value): the one clicked is sent with the form.
+        self.buttons: list[tuple[str, str]] = []
 
     def __repr__(self) -> str:
-        return f"Form(id={self.id!r}, action={self.action!r}, fields={sorted(self.fields)})"
+        return (f"Form(id={self.id!r}, action={self.action!r}, fields={sorted(self.fields)}, "
+                f"buttons={self.buttons})")
+
+    def submit(self, base_url: str, button: str | None = None) -> tuple[str, dict[str, str]]:
+        """Where a browser posts this form (from page ``base_url``) and the data it sends,
+        with the named button's value if ``button`` (its value) is given."""
+        data = dict(self.fields)
+        if button is not None:
+            names = [name for name, value in self.buttons if value == button]
+            if len(names) != 1:
+                raise OidcProviderError(f"no single button with value {button!r} in {self!r}")
+            data[names[0]] = button
+        # No action (or an empty one): the page's own URL, query included.
+        return urljoin(base_url, self.action) if self.action else base_url, data
 
 
 class FormParser(HTMLParser):
-    """Collects the forms of a page, their ``<input>`` fields and the ``<title>``."""
+    """Collects the forms of a page, their ``<input>`` fields and named
+    ``<button>`` values, the links (``<a href>``) and the ``<title>``."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.forms: list[Form] = []
+        self.links: list[tuple[str, str]] = []  # (href, text)
         self.title = ""
         self._form: Form | None = None
         self._in_title = False
+        self._link: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
@@ -67,18 +89,29 @@ class FormParser(HTMLParser):
         elif tag == "input" and self._form is not None and a.get("name"):
             self._form.fields[a["name"]] = a.get("value", "")
             self._form.types[a["name"]] = a.get("type", "text").lower()
+        elif (tag == "button" and self._form is not None and a.get("name")
+              and a.get("type", "submit").lower() == "submit"):
+            self._form.buttons.append((a["name"], a.get("value", "")))
+        elif tag == "a" and "href" in a:
+            self._link = [a["href"], ""]
+            self.links.append(("", ""))
         elif tag == "title":
             self._in_title = True
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "form":
             self._form = None
+        elif tag == "a" and self._link is not None:
+            self.links[-1] = (self._link[0], self._link[1].strip())
+            self._link = None
         elif tag == "title":
             self._in_title = False
 
     def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title += data
+        if self._link is not None:
+            self._link[1] += data
 
 
 def parse_page(html: str) -> FormParser:
@@ -108,13 +141,17 @@ class OidcProvider:
     """A running oidc-provider; ``issuer`` is its base URL.
 
     ``rotate_refresh`` makes the provider rotate refresh tokens on every use.
+    ``redirect_uris`` are the client's registered redirect URIs (the web
+    flow's callbacks); without them, a placeholder nobody listens on.
     """
 
     def __init__(self, log_dir: Path, client_id: str = "extauth",
-                 client_secret: str | None = None, rotate_refresh: bool = False) -> None:
+                 client_secret: str | None = None, rotate_refresh: bool = False,
+                 redirect_uris: Sequence[str] = ()) -> None:
         self.client_id = client_id
         self.client_secret = client_secret or secrets.token_urlsafe(24)
         self.rotate_refresh = rotate_refresh
+        self.redirect_uris = list(redirect_uris)
         self.log = log_dir / "oidc-provider.log"
         self.issuer = ""
         self.discovery: dict[str, Any] = {}
@@ -168,6 +205,10 @@ class OidcProvider:
             "ROTATE_REFRESH": "1" if self.rotate_refresh else "0",
         }
         env.pop("NODE_OPTIONS", None)
+        env.pop("REDIRECT_URI", None)
+        env.pop("REDIRECT_URIS", None)
+        if self.redirect_uris:
+            env["REDIRECT_URIS"] = " ".join(self.redirect_uris)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [node, str(SERVER)], cwd=OIDC_DIR, env=env,
@@ -279,6 +320,22 @@ class OidcProvider:
         config.update(overrides)
         return config
 
+    def web_provider_config(self, **overrides: Any) -> dict[str, Any]:
+        """A provider config for the web flow only (no device flow).
+
+        The authorize URL carries ``prompt=consent``: OpenID Connect Core 11
+        makes the provider ignore ``offline_access`` (so: no refresh token)
+        unless the request asks for consent, and oidc-provider does exactly
+        that. extauth keeps the auth URL's own query parameters.
+        """
+        config = self.provider_config(
+            device_flow=False,
+            auth_url=f"{self.endpoint('authorization_endpoint')}?prompt=consent",
+        )
+        del config["device_code_url"]
+        config.update(overrides)
+        return config
+
     def userinfo(self, access_token: str) -> httpx.Response:
         """The provider's userinfo endpoint, called with ``access_token`` directly."""
         return httpx.get(
@@ -326,6 +383,65 @@ class OidcProvider:
                     raise OidcProviderError(f"form {form!r} on {r.url.path} is not a POST")
                 r = browser.post(action, data=data)
         raise OidcProviderError(f"no success page after {MAX_PAGES} pages: {seen}")
+
+    def approve_authorization(self, url: str, login: str = "alice",
+                              browser: httpx.Client | None = None,
+                              deny: bool = False) -> str:
+        """Play the user on the provider's pages, from the authorize ``url``.
+
+        Signs in as ``login`` (any login is an account) and consents, or, with
+        ``deny``, cancels on the first page (the provider answers
+        ``access_denied``). ``browser`` is the caller's client, whose cookie jar
+        keeps both sites' cookies; redirects are followed only while they stay on
+        the provider. Returns the URL of the provider's redirect back to the
+        client (its registered redirect URI with ``code`` and ``state``, or
+        ``error``), without requesting it.
+        """
+        own = browser is None
+        client = browser or httpx.Client(timeout=TIMEOUT,
+                                         headers={"User-Agent": "extauth-e2e-browser"})
+        seen: list[str] = []
+        try:
+            r = client.get(url, follow_redirects=False)
+            for _ in range(MAX_PAGES):
+                seen.append(f"{r.request.method} {r.url.path} {r.status_code}")
+                if r.is_redirect:
+                    target = urljoin(str(r.url), r.headers["location"])
+                    if not self._on_provider(target):
+                        return target
+                    r = client.get(target, follow_redirects=False)
+                    continue
+                if r.status_code != 200:
+                    raise OidcProviderError(
+                        f"the provider answered HTTP {r.status_code} on {r.url.path} "
+                        f"(pages: {seen}):\n{r.text[:2000]}"
+                    )
+                page = parse_page(r.text)
+                if deny:
+                    aborts = [href for href, _ in page.links if href.endswith("/abort")]
+                    if len(aborts) != 1:
+                        raise OidcProviderError(
+                            f"no single cancel link on {r.url.path} (links: {page.links})")
+                    r = client.get(urljoin(str(r.url), aborts[0]), follow_redirects=False)
+                    continue
+                form = self._pick_form(page, seen, r.text)
+                action, data = form.submit(str(r.url))
+                if data.get("prompt") == "login":
+                    data["login"] = login
+                    data["password"] = "any password"
+                elif data.get("prompt") != "consent":
+                    raise OidcProviderError(f"unexpected form {form!r} on {r.url.path}")
+                if form.method != "post":
+                    raise OidcProviderError(f"form {form!r} on {r.url.path} is not a POST")
+                r = client.post(action, data=data, follow_redirects=False)
+        finally:
+            if own:
+                client.close()
+        raise OidcProviderError(f"no redirect back to the client after {MAX_PAGES} pages: {seen}")
+
+    def _on_provider(self, url: str) -> bool:
+        ours, theirs = urlsplit(self.issuer), urlsplit(url)
+        return (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
 
     @staticmethod
     def _pick_form(page: FormParser, seen: list[str], html: str) -> Form:

@@ -2,26 +2,40 @@
 
 extauth runs as users run it (``extauth serve`` in a subprocess, see
 ``tests/live.py``); the provider is a real OpenID Provider with the RFC 8628
-device flow, client_secret_basic, userinfo and RFC 7009 revocation
+device flow, the authorization code flow with PKCE S256 required,
+client_secret_basic, userinfo and RFC 7009 revocation
 (``tests/oidc/server.mjs``). The user approves the device on the provider's own
 pages (``OidcProvider.approve_device``).
+
+The web flow tests drive one ``httpx.Client`` as the user's browser, across
+both sites: it opens extauth's callback, goes through the provider's login and
+consent pages (``OidcProvider.approve_authorization``), and brings the
+provider's answer back to the callback. Each of them starts its own provider
+whose client has the live extauth's callback as its only redirect URI.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import yaml
 
 from tests.live import LiveServer
 from tests.oidc_provider import OidcProvider
 
 pytestmark = pytest.mark.e2e
 API = "/api/v2/external-auth"
+CALLBACK = "/external-auth/oidc/callback"
 MAX_SLOW_DOWNS = 3
 
 
@@ -170,3 +184,255 @@ def test_wrong_client_secret_fails_device_start(tmp_path: Path, oidc: OidcProvid
         assert wrong not in server.output()
     finally:
         server.stop()
+
+
+# -- the web flow (authorization code with PKCE) -------------------------------------
+
+
+class WebFlow:
+    """A live extauth and an oidc-provider whose client redirects to its callback.
+
+    The provider config is ``OidcProvider.web_provider_config``, whose auth URL
+    asks for ``prompt=consent``; ``consent=False`` uses the bare auth URL.
+    """
+
+    def __init__(self, tmp_path: Path, consent: bool = True, **overrides: Any) -> None:
+        # LiveServer picks its port when it is built: the callback URL is known
+        # before anything starts, so the provider can register it.
+        self.server = LiveServer(tmp_path, [])
+        self.callback = f"{self.server.url}{CALLBACK}"
+        self.oidc = OidcProvider(tmp_path, redirect_uris=[self.callback])
+        self.consent = consent
+        self.overrides = overrides
+
+    def __enter__(self) -> WebFlow:
+        self.oidc.start()
+        try:
+            overrides = dict(self.overrides)
+            if not self.consent:
+                overrides.setdefault("auth_url", self.oidc.endpoint("authorization_endpoint"))
+            config = self.oidc.web_provider_config(**overrides)
+            self.server.config.write_text(yaml.safe_dump({"external_auth": [config]}))
+            self.server.start()
+        except BaseException:
+            self.oidc.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.server.stop()
+        finally:
+            self.oidc.stop()
+
+    def diagnostics(self) -> str:
+        return f"extauth:\n{self.server.output()}\noidc-provider:\n{self.oidc.output()}"
+
+
+def browser() -> httpx.Client:
+    """The user's browser: one cookie jar for both sites, redirects followed by hand."""
+    return httpx.Client(timeout=15, follow_redirects=False,
+                        headers={"User-Agent": "extauth-e2e-browser"})
+
+
+def query(url: str) -> dict[str, str]:
+    """A URL's query parameters, each present once."""
+    params = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    assert all(len(v) == 1 for v in params.values()), params
+    return {k: v[0] for k, v in params.items()}
+
+
+def without_query(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def pending_verifiers(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT code_verifier FROM oauth_states").fetchall()
+    conn.close()
+    return [str(r[0]) for r in rows]
+
+
+def link_count(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        (n,) = conn.execute("SELECT count(*) FROM external_auth_links").fetchone()
+    conn.close()
+    return int(n)
+
+
+def start_web(flow: WebFlow, b: httpx.Client, token: str) -> str:
+    """Open the callback with the session token in the URL, as a link would; return
+    the provider's authorize URL extauth redirected to (checked)."""
+    r = b.get(flow.callback, params={"coder_session_token": token})
+    assert r.status_code == 307, (r.text, flow.diagnostics())
+    # The token in the URL becomes an HttpOnly session cookie.
+    [cookie] = r.headers.get_list("set-cookie")
+    attributes = [a.strip().lower() for a in cookie.split(";")]
+    assert attributes[0] == f"coder_session_token={token}".lower(), cookie
+    assert "httponly" in attributes and "samesite=lax" in attributes and "path=/" in attributes
+    assert "secure" not in attributes, "the access URL is plain http"
+    assert b.cookies.get("coder_session_token") == token
+    return r.headers["location"]
+
+
+def test_web_flow_links_with_pkce(tmp_path: Path) -> None:
+    with WebFlow(tmp_path) as flow, browser() as b:
+        oidc, server = flow.oidc, flow.server
+        token = server.token("alice")
+
+        # 1. extauth sends the browser to the provider, with state and PKCE S256.
+        authorize = start_web(flow, b, token)
+        assert without_query(authorize) == oidc.endpoint("authorization_endpoint")
+        params = query(authorize)
+        state, challenge = params.pop("state"), params.pop("code_challenge")
+        assert params == {
+            "prompt": "consent",  # from the configured auth_url
+            "client_id": oidc.client_id,
+            "redirect_uri": flow.callback,
+            "response_type": "code",
+            "scope": "openid profile offline_access",
+            "access_type": "offline",
+            "code_challenge_method": "S256",
+        }
+        assert len(state) >= 32
+        # The challenge is S256 of the verifier extauth keeps for the exchange.
+        [verifier] = pending_verifiers(server.db)
+        assert 43 <= len(verifier) <= 128 and s256(verifier) == challenge
+
+        # 2. The user signs in and consents on the provider's own pages; the
+        #    provider sends the browser back to the callback with a code.
+        back = oidc.approve_authorization(authorize, login="alice", browser=b)
+        assert without_query(back) == flow.callback, back
+        answer = query(back)
+        assert answer["state"] == state and answer["code"], answer
+        assert answer.get("iss") == oidc.issuer  # RFC 9207; extauth ignores it
+        assert "error" not in answer
+
+        # 3. Back at the callback, authenticated by the cookie alone: the code is
+        #    exchanged (with the verifier) and the link stored.
+        assert "coder_session_token" not in back
+        r = b.get(back)
+        assert r.status_code == 307, (r.text, flow.diagnostics())
+        assert r.headers["location"] == f"{API}/oidc"
+        assert "set-cookie" not in r.headers
+        assert link_count(server.db) == 1
+        assert pending_verifiers(server.db) == [], "the state is used up"
+
+        # 4. Where it redirected: the link, validated at the provider's userinfo.
+        r = b.get(f"{server.url}{r.headers['location']}")
+        assert r.status_code == 200, r.text
+        status = json_of(r)
+        assert isinstance(status, dict)
+        assert status["authenticated"] is True
+        assert status["device"] is False
+        assert status["user"] == {"id": 0, "login": "alice", "avatar_url": "",
+                                  "profile_url": "", "name": "User alice"}
+
+        # 5. The list shows the link, with the refresh token offline_access got.
+        r = b.get(f"{server.url}{API}")
+        assert r.status_code == 200, r.text
+        listed = json_of(r)
+        assert isinstance(listed, dict)
+        [link] = listed["links"]
+        assert link["provider_id"] == "oidc"
+        assert link["authenticated"] is True and link["validate_error"] == ""
+        assert link["has_refresh_token"] is True
+        access, refresh = stored_tokens(server.db)
+        assert access and refresh
+
+        # 6. Replaying the provider's answer fails: the state was used.
+        r = b.get(back)
+        assert r.status_code == 401, r.text
+        assert json_of(r) == {
+            "message": "State mismatched.",
+            "detail": "The state is unknown, used, expired or not yours; start again.",
+        }
+        assert stored_tokens(server.db) == (access, refresh), "the link is untouched"
+
+
+def test_web_flow_wrong_pkce_verifier_fails(tmp_path: Path) -> None:
+    with WebFlow(tmp_path) as flow, browser() as b:
+        oidc, server = flow.oidc, flow.server
+        authorize = start_web(flow, b, server.token("alice"))
+        back = oidc.approve_authorization(authorize, login="alice", browser=b)
+        assert without_query(back) == flow.callback and "code" in query(back), back
+
+        # Between the provider's answer and the callback, the verifier extauth
+        # kept is swapped for another well-formed one: the exchange presents it.
+        wrong = secrets.token_urlsafe(48)
+        with sqlite3.connect(server.db) as conn:
+            changed = conn.execute("UPDATE oauth_states SET code_verifier = ?", (wrong,)).rowcount
+        conn.close()
+        assert changed == 1
+
+        r = b.get(back)
+        assert r.status_code == 500, (r.text, flow.diagnostics())
+        body = json_of(r)
+        assert isinstance(body, dict)
+        assert body["message"] == "Internal error exchanging Oauth code."
+        assert body["detail"].startswith("invalid_grant"), body
+        assert wrong not in r.text and wrong not in server.output()
+        assert link_count(server.db) == 0
+        r = b.get(f"{server.url}{API}")
+        assert r.status_code == 200 and r.json()["links"] == []
+
+        # The state went with the failed attempt: the same answer cannot be retried.
+        r = b.get(back)
+        assert (r.status_code, r.json()["message"]) == (401, "State mismatched.")
+        assert link_count(server.db) == 0
+
+
+def test_web_flow_without_pkce_is_refused_by_the_provider(tmp_path: Path) -> None:
+    """The provider requires PKCE: what makes the successful flow above a proof
+    that extauth used it."""
+    with WebFlow(tmp_path, pkce_methods="none") as flow, browser() as b:
+        authorize = start_web(flow, b, flow.server.token("alice"))
+        assert "code_challenge" not in query(authorize)
+        back = flow.oidc.approve_authorization(authorize, login="alice", browser=b)
+        answer = query(back)
+        assert without_query(back) == flow.callback
+        assert answer["error"] == "invalid_request" and "code" not in answer, answer
+        r = b.get(back)
+        assert r.status_code == 400, r.text
+        assert json_of(r) == {
+            "message": "Encountered error in oidc process: invalid_request",
+            "detail": "Authorization Server policy requires PKCE to be used for this request",
+        }
+        assert link_count(flow.server.db) == 0
+
+
+def test_web_flow_user_cancels_at_the_provider(tmp_path: Path) -> None:
+    with WebFlow(tmp_path) as flow, browser() as b:
+        authorize = start_web(flow, b, flow.server.token("alice"))
+        back = flow.oidc.approve_authorization(authorize, browser=b, deny=True)
+        assert without_query(back) == flow.callback
+        assert query(back)["error"] == "access_denied"
+        r = b.get(back)
+        assert r.status_code == 400, r.text
+        assert json_of(r) == {
+            "message": "Encountered error in oidc process: access_denied",
+            "detail": "End-User aborted interaction",
+        }
+        assert link_count(flow.server.db) == 0
+
+
+def test_web_flow_offline_access_needs_prompt_consent(tmp_path: Path) -> None:
+    """Why ``web_provider_config`` puts ``prompt=consent`` in the auth URL: without
+    it the provider drops ``offline_access`` (OpenID Connect Core 11; extauth's
+    ``access_type=offline`` is Google's dialect), so the link has no refresh token."""
+    with WebFlow(tmp_path, consent=False) as flow, browser() as b:
+        authorize = start_web(flow, b, flow.server.token("alice"))
+        assert "prompt" not in query(authorize)
+        assert query(authorize)["scope"] == "openid profile offline_access"
+        back = flow.oidc.approve_authorization(authorize, login="alice", browser=b)
+        r = b.get(back)
+        assert (r.status_code, r.headers["location"]) == (307, f"{API}/oidc"), r.text
+        [link] = b.get(f"{flow.server.url}{API}").json()["links"]
+        assert link["authenticated"] is True
+        assert link["has_refresh_token"] is False

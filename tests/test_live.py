@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import re
+import selectors
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from tests.fake_provider import FakeProvider
 from tests.live import EXTAUTH, LiveServer, free_port
+from tests.oidc_provider import Form, parse_page
 
 pytestmark = pytest.mark.live
 API = "/api/v2/external-auth"
@@ -114,3 +121,163 @@ def test_live_config_error_stops_start_up(tmp_path: Path) -> None:
     server = LiveServer(tmp_path, [{"type": "x", "client_id": "c"}])
     with pytest.raises(RuntimeError, match="'token_url' must be provided"):
         server.start()
+
+
+# -- serve --demo: the web flow on the demo provider's consent page ------------------
+
+
+class DemoServer:
+    """``extauth serve --demo`` on a free port; ``token`` is the session token it prints.
+
+    Its output is read up to uvicorn's start line (at most ``timeout`` seconds),
+    then copied to ``log`` by a thread, so that the pipe never fills up.
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = tmp / "demo.db"
+        self.log = tmp / f"demo-{self.port}.log"
+        self.token = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._drain: threading.Thread | None = None
+
+    def start(self, timeout: float = 20.0) -> DemoServer:
+        self.proc = subprocess.Popen(
+            [*EXTAUTH, "serve", "--demo", "--port", str(self.port), "--db", str(self.db)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, "EXTAUTH_VALIDATE_RESPONSES": "true"},
+        )
+        assert self.proc.stdout is not None
+        out = self.proc.stdout
+        seen = b""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(out, selectors.EVENT_READ)
+            while b"Uvicorn running" not in seen:
+                remaining = deadline - time.monotonic()
+                chunk = os.read(out.fileno(), 4096) if remaining > 0 and sel.select(
+                    remaining) else b""
+                if not chunk:
+                    self.stop()
+                    raise RuntimeError(f"serve --demo did not start within {timeout}s:\n"
+                                       f"{seen.decode(errors='replace')}")
+                seen += chunk
+        self.log.write_bytes(seen)
+        m = re.search(r"export TOKEN=(\S+)", seen.decode(errors="replace"))
+        assert m, seen
+        self.token = m.group(1)
+        self._drain = threading.Thread(target=self._copy, args=(out,), daemon=True)
+        self._drain.start()
+        return self
+
+    def _copy(self, out: IO[bytes]) -> None:
+        with open(self.log, "ab") as log:
+            while chunk := os.read(out.fileno(), 4096):
+                log.write(chunk)
+                log.flush()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if self._drain is not None:
+            self._drain.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[DemoServer]:
+    server = DemoServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def consent_form(r: httpx.Response) -> Form:
+    """The demo provider's consent page: one form, Approve and Deny buttons."""
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    page = parse_page(r.text)
+    assert page.title.startswith("Authorize extauth"), page.title
+    [form] = page.forms
+    assert form.method == "post"
+    assert form.buttons == [("decision", "approve"), ("decision", "deny")]
+    return form
+
+
+def open_consent_page(demo: DemoServer, b: httpx.Client) -> httpx.Response:
+    """Open the callback with the token in the URL; follow extauth's redirect to the
+    demo provider's consent page and return that page."""
+    callback = f"{demo.url}/external-auth/demo/callback"
+    r = b.get(callback, params={"coder_session_token": demo.token})
+    assert r.status_code == 307, (r.text, demo.output())
+    assert "httponly" in r.headers["set-cookie"].lower()
+    assert b.cookies.get("coder_session_token") == demo.token
+    authorize = urlsplit(r.headers["location"])
+    assert f"{authorize.scheme}://{authorize.netloc}{authorize.path}" == (
+        f"{demo.url}/demo/oauth/authorize")
+    params = {k: v[0] for k, v in parse_qs(authorize.query).items()}
+    assert params["redirect_uri"] == callback and params["code_challenge_method"] == "S256"
+    page = b.get(r.headers["location"])
+    # The form's hidden inputs carry the authorization request on.
+    assert consent_form(page).fields == params
+    return page
+
+
+def test_live_demo_web_flow_approve(demo: DemoServer) -> None:
+    api = f"{demo.url}{API}"
+    # The browser: no session header anywhere, only what the cookie jar keeps.
+    with httpx.Client(timeout=10, follow_redirects=False) as b:
+        assert b.get(f"{api}/demo").status_code == 401
+        page = open_consent_page(demo, b)
+        action, data = consent_form(page).submit(str(page.url), "approve")
+        r = b.post(action, data=data)
+        assert r.status_code == 303, r.text
+        back = r.headers["location"]
+        assert back.startswith(f"{demo.url}/external-auth/demo/callback?")
+        answer = parse_qs(urlsplit(back).query)
+        assert set(answer) == {"state", "code"}
+        r = b.get(back)
+        assert r.status_code == 307, (r.text, demo.output())
+        assert r.headers["location"] == f"{API}/demo"
+        r = b.get(f"{demo.url}{r.headers['location']}")
+        assert r.status_code == 200, r.text
+        status = r.json()
+        assert status["authenticated"] is True
+        assert status["user"]["login"] == "demo-user"
+        [link] = b.get(api).json()["links"]
+        assert link["provider_id"] == "demo" and link["has_refresh_token"] is True
+        # The provider's answer is good once.
+        r = b.get(back)
+        assert (r.status_code, r.json()["message"]) == (401, "State mismatched.")
+    # The walkthrough prints the token; the access log must not (it came in a URL).
+    access_log = [line for line in demo.output().splitlines() if "/external-auth/" in line]
+    assert any("GET /external-auth/demo/callback" in line for line in access_log), access_log
+    assert not [line for line in access_log if demo.token[11:] in line]
+
+
+def test_live_demo_web_flow_deny(demo: DemoServer) -> None:
+    with httpx.Client(timeout=10, follow_redirects=False) as b:
+        page = open_consent_page(demo, b)
+        action, data = consent_form(page).submit(str(page.url), "deny")
+        r = b.post(action, data=data)
+        assert r.status_code == 303, r.text
+        back = r.headers["location"]
+        assert back.startswith(f"{demo.url}/external-auth/demo/callback?")
+        assert parse_qs(urlsplit(back).query)["error"] == ["access_denied"]
+        r = b.get(back)
+        assert r.status_code == 400, r.text
+        assert r.json() == {"message": "Encountered error in oidc process: access_denied",
+                            "detail": "The user denied access."}
+        assert b.get(f"{demo.url}{API}").json()["links"] == []
+        assert b.get(f"{demo.url}{API}/demo").json()["authenticated"] is False

@@ -6,9 +6,14 @@
 //   PORT            port on 127.0.0.1; 0 (default) lets the OS pick a free one
 //   CLIENT_ID       the one confidential client (default "extauth")
 //   CLIENT_SECRET   its secret, client_secret_basic at the token endpoint (required)
-//   REDIRECT_URI    its redirect URI (default http://127.0.0.1/callback; not used yet)
+//   REDIRECT_URIS   its redirect URIs, separated by spaces or commas: the web flow's
+//                   callbacks, e.g. http://127.0.0.1:8123/external-auth/oidc/callback
+//                   (default http://127.0.0.1/callback; REDIRECT_URI is an alias)
 //   ROTATE_REFRESH  "1": rotate refresh tokens on every use (default: never rotate)
 //   OIDC_VERBOSE    "1": keep oidc-provider's development notices and log every error
+//
+// PKCE is required for every authorization request, with S256 only: a request
+// without code_challenge, or with code_challenge_method=plain, is refused.
 //
 // Prints exactly one line, "listening <port>", once it answers; the issuer is
 // http://127.0.0.1:<port>. Exits when its stdin closes, or on SIGTERM/SIGINT.
@@ -30,7 +35,8 @@ const setting = (name, fallback) => args[name] ?? process.env[name] ?? fallback;
 const PORT = Number.parseInt(setting('PORT', '0'), 10);
 const CLIENT_ID = setting('CLIENT_ID', 'extauth');
 const CLIENT_SECRET = setting('CLIENT_SECRET', '');
-const REDIRECT_URI = setting('REDIRECT_URI', 'http://127.0.0.1/callback');
+const REDIRECT_URIS = setting('REDIRECT_URIS', setting('REDIRECT_URI', 'http://127.0.0.1/callback'))
+  .split(/[\s,]+/).filter(Boolean);
 const ROTATE_REFRESH = setting('ROTATE_REFRESH', '0') === '1';
 const VERBOSE = setting('OIDC_VERBOSE', '0') === '1';
 
@@ -41,6 +47,10 @@ function fail(message) {
 
 if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) fail(`bad PORT ${setting('PORT')}`);
 if (!CLIENT_SECRET) fail('CLIENT_SECRET must be set');
+if (!REDIRECT_URIS.length) fail('REDIRECT_URIS must name at least one URI');
+for (const uri of REDIRECT_URIS) {
+  if (!URL.canParse(uri)) fail(`bad redirect URI ${uri}`);
+}
 
 if (!VERBOSE) {
   // oidc-provider announces its development defaults (devInteractions, the
@@ -90,8 +100,14 @@ const configuration = {
       'authorization_code',
     ],
     response_types: ['code'],
-    redirect_uris: [REDIRECT_URI],
+    redirect_uris: REDIRECT_URIS,
   }],
+  // RFC 7636 for every authorization request, S256 only (8.8.1's default
+  // already requires it; spelled out so that the tests' premise is explicit).
+  pkce: {
+    methods: ['S256'],
+    required: () => true,
+  },
   // sub comes with openid; name and preferred_username with profile.
   claims: {
     openid: ['sub'],
