@@ -39,14 +39,13 @@ from connexion.options import SwaggerUIOptions
 from connexion.validators.json import JSONRequestBodyValidator
 from jsonschema import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from extauth.audit import REQUEST_ID, new_request_id
 from extauth.crypto import Cipher
+from extauth.edge import API_PREFIX, Edge
 from extauth.errors import (
     BadRequestError,
     ExtauthError,
-    PayloadTooLargeError,
     UnauthorizedError,
     Validation,
 )
@@ -58,7 +57,6 @@ from extauth.store import Store
 
 log = logging.getLogger("extauth")
 
-API_PREFIX = "/api/v2"
 
 
 def spec_path() -> Path:
@@ -92,26 +90,44 @@ class JSONBodyValidator(JSONRequestBodyValidator):
     async def _parse(self, stream: Any, scope: Scope) -> Any:
         raw = b"".join([message async for message in stream])
         if not raw:
-            return None
+            return _EMPTY
         try:
-            return json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
+            value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+            # A lone surrogate ("\ud800") parses, but is not text: refuse it here
+            # rather than fail when the value is sent on.
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeError:
             raise BadRequestError(
-                "Request body must be valid JSON.", detail="the body is not valid UTF-8"
+                "Request body must be valid JSON.", detail="the body is not valid UTF-8 text"
             ) from None
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise BadRequestError("Request body must be valid JSON.", detail=str(exc)) from None
+        except (ValueError, RecursionError) as exc:
+            raise BadRequestError("Request body must be valid JSON.",
+                                  detail=_clip(str(exc))) from None
+        return value
 
     def _validate(self, body: Any) -> Any:
-        if body is None:
+        if body is _EMPTY:
             raise BadRequestError("Request body must be valid JSON.", detail="the body is empty")
         errors = sorted(self._compiled.iter_errors(body), key=lambda e: list(e.path))
         if errors:
             raise BadRequestError(
                 "Validation failed.",
-                validations=[_validation(e) for e in errors],
+                validations=[_validation(e) for e in errors[:10]],
             )
         return body
+
+
+_EMPTY = object()
+_CLIP = 200
+
+
+def _clip(text: str) -> str:
+    """Error texts quote the offending value: never echo a huge one back."""
+    return text if len(text) <= _CLIP else text[:_CLIP] + "..."
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _validation(error: ValidationError) -> Validation:
@@ -121,7 +137,7 @@ def _validation(error: ValidationError) -> Validation:
             (n for n in error.validator_value if n not in error.instance), "body"
         )
         return Validation(".".join([*path, missing]), f"{missing!r} is required")
-    return Validation(".".join(path) or "body", error.message)
+    return Validation(_clip(".".join(path)) or "body", _clip(error.message))
 
 
 # -- errors ------------------------------------------------------------------------
@@ -226,63 +242,6 @@ def _error_handler(allow: _Allow) -> Any:
 # -- the outer ASGI layer -----------------------------------------------------------
 
 
-class Edge:
-    """What runs before connexion: the demo provider's mount and the body limit."""
-
-    def __init__(self, api: ASGIApp, settings: Settings, demo: ASGIApp | None) -> None:
-        self.api = api
-        self.demo = demo
-        self.max_body = settings.max_body_bytes
-        # The spec is served as written (connexion would serve its own rewrite,
-        # with servers changed and every $ref inlined).
-        text = spec_path().read_text(encoding="utf-8")
-        self.spec_files = {
-            f"{API_PREFIX}/openapi.json": (
-                json.dumps(yaml.safe_load(text)).encode(), b"application/json"),
-            f"{API_PREFIX}/openapi.yaml": (text.encode(), b"application/yaml"),
-        }
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            given = dict(scope.get("headers") or []).get(b"x-request-id", b"")
-            REQUEST_ID.set(new_request_id(given.decode("latin-1")))
-            if self.demo is not None and scope["path"].startswith("/demo/"):
-                await self.demo(scope, receive, send)
-                return
-            if b"%2f" in (scope.get("raw_path") or b"").lower():
-                # An encoded slash is never part of an id; routing on the decoded
-                # path would send "a%2Fdevice" to another operation.
-                await _send(send, 404, json.dumps({"message": "Route not found."}).encode(),
-                            b"application/json")
-                return
-            spec_file = self.spec_files.get(scope["path"])
-            if spec_file is not None and scope["method"] in ("GET", "HEAD"):
-                await _send(send, 200, *spec_file, head=scope["method"] == "HEAD")
-                return
-            length = dict(scope.get("headers") or []).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > self.max_body:
-                await self._too_large(scope, receive, send)
-                return
-        await self.api(scope, receive, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        err = PayloadTooLargeError(
-            "Request body is too large.",
-            detail=f"the limit is {self.max_body} bytes",
-        )
-        await _send(send, err.status, json.dumps(err.body()).encode(), b"application/json",
-                    close=True)
-
-
-async def _send(send: Send, status: int, body: bytes, content_type: bytes, *,
-                head: bool = False, close: bool = False) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if close:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
-
-
 def create_app(settings: Settings) -> Edge:
     """The ASGI app for ``settings``: connexion around ``openapi.yaml``."""
     spec = load_spec()
@@ -325,7 +284,7 @@ def create_app(settings: Settings) -> Edge:
     handler = _error_handler(_Allow(spec))
     for exc_class in (ExtauthError, ProblemException, HTTPException, Exception):
         app.add_error_handler(exc_class, handler)
-    return Edge(app, settings, demo_app)
+    return Edge(app, settings.max_body_bytes, spec_path().read_text(encoding="utf-8"), demo_app)
 
 
 def create_app_from_env() -> Edge:

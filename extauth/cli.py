@@ -369,5 +369,27 @@ def config_check(config: str | None) -> None:
          + (", ".join(p.id for p in settings.providers) or "none"))
 
 
+@main.command()
+@click.option("--output", "-o", metavar="PATH", default="docs/api.md", show_default=True,
+              type=click.Path(dir_okay=False), help="Where the Markdown reference goes")
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 1 if PATH differs from what would be generated")
+def docs(output: str, check: bool) -> None:
+    """Generate the Markdown API reference from openapi.yaml."""
+    from pathlib import Path
+
+    from extauth import apidocs
+
+    path = Path(output)
+    if check:
+        if not apidocs.check(path):
+            raise click.ClickException(
+                f"{output} is not what openapi.yaml generates; run 'extauth docs'")
+        _err(f"{output} is up to date")
+        return
+    changed = apidocs.write(path)
+    _err(f"{'wrote' if changed else 'unchanged:'} {output}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

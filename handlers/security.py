@@ -21,17 +21,27 @@ HEADER_NAME = "Coder-Session-Token"
 def pick_token(request: ConnexionRequest) -> tuple[str | None, str]:
     """The token and where it came from: cookie, then query parameter, then
     header, then ``Authorization: Bearer``."""
+    # As Coder: the first non-empty value of each source, sources in this order.
     for value, source in (
-        (request.cookies.get(SESSION_NAME), "cookie"),
-        (request.query_params.get(SESSION_NAME), "query"),
+        (_first_cookie(request.headers.get("cookie", "")), "cookie"),
+        (next((v for v in request.query_params.getlist(SESSION_NAME) if v), None), "query"),
         (request.headers.get(HEADER_NAME), "header"),
     ):
-        if value is not None:
+        if value:
             return value, source
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
+    if scheme.lower() == "bearer" and value.strip():
         return value.strip(), "bearer"
     return None, ""
+
+
+def _first_cookie(header: str) -> str | None:
+    """The first non-empty ``coder_session_token`` cookie (Starlette keeps the last)."""
+    for pair in header.split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name == SESSION_NAME and value.strip('"'):
+            return value.strip('"')
+    return None
 
 
 async def session_token(token: str, request: ConnexionRequest) -> dict[str, Any]:
