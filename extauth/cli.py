@@ -97,6 +97,9 @@ def main() -> None:
 )
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="uvicorn worker processes (SQLite in WAL mode makes several safe)")
+@click.option("--access-log/--no-access-log", default=None,
+              help="Log every request (token query parameters masked) "
+                   "[env EXTAUTH_ACCESS_LOG; default on]")
 @click.option("--demo", is_flag=True,
               help="Also serve a built-in demo OAuth provider as provider 'demo', create user "
                    "'demo' and print a session token with curl lines to try every operation.")
@@ -107,6 +110,7 @@ def serve(
     config: str | None,
     access_url: str | None,
     workers: int,
+    access_log: bool | None,
     demo: bool,
 ) -> None:
     """Serve the API with uvicorn."""
@@ -122,10 +126,14 @@ def serve(
     elif not settings.providers:
         _err("extauth: no provider is configured (see --config, CODER_EXTERNAL_AUTH_0_*); "
              "try 'extauth serve --demo'")
+    if access_log is None:
+        access_log = os.environ.get("EXTAUTH_ACCESS_LOG", "true").lower() not in (
+            "false", "0", "no", "off")
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_config": _log_config(),
+        "access_log": access_log,
         "server_header": False,
         "timeout_graceful_shutdown": 5,
     }
