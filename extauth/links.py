@@ -28,12 +28,14 @@ from extauth.providers.oauth import (
     OAuthClient,
     OAuthError,
     ProviderUser,
+    TokenCheck,
     TokenSet,
 )
 from extauth.refresh import Refresher, failure_text
 from extauth.sessions import Session, authenticate
 from extauth.settings import ProviderConfig, Settings
 from extauth.store import Link, OAuthState, Store, StoreError, utcnow
+from extauth.verdicts import Verdicts
 from extauth.webflow import STATE_TTL, hash_state, pkce_challenge, same_site
 
 
@@ -85,6 +87,8 @@ class Links:
             lease_ttl=settings.provider_timeout * 2 + settings.refresh_retry_seconds,
         )
         self._db = off_loop
+        self.verdicts: Verdicts[tuple[TokenCheck, tuple[bool, list[Installation]]]] = Verdicts(
+            settings.validate_cache_seconds)
 
     def provider(self, provider_id: str) -> ProviderConfig:
         p = self.settings.provider(provider_id)
@@ -147,13 +151,10 @@ class Links:
         state = await self._fresh_state(session, link) if link else None
         if state is None or not state.authenticated:
             return ProviderState(p)
-        token = state.link.access_token
-        check, (installable, installations) = await asyncio.gather(
-            self.client.validate(p, token),
-            self.client.installations(p, token),
-        )
-        if not check.valid:
-            await self.audit.record(session, p.id, "validate", "invalid", check.reason)
+        fresh = state.link
+        key = (fresh.user_id, p.id, fresh.version)
+        check, (installable, installations) = await self.verdicts.get(
+            key, lambda: self._ask_provider(session, p, fresh.access_token))
         return ProviderState(
             p,
             authenticated=check.valid,
@@ -161,6 +162,17 @@ class Links:
             app_installable=installable,
             installations=installations,
         )
+
+    async def _ask_provider(
+        self, session: Session, p: ProviderConfig, token: str
+    ) -> tuple[TokenCheck, tuple[bool, list[Installation]]]:
+        check, installs = await asyncio.gather(
+            self.client.validate(p, token),
+            self.client.installations(p, token),
+        )
+        if not check.valid:
+            await self.audit.record(session, p.id, "validate", "invalid", check.reason)
+        return check, installs
 
     async def unlink(self, session: Session, provider_id: str) -> Unlinked:
         """Delete the caller's link, then revoke its grant at the provider."""

@@ -118,6 +118,8 @@ class Settings:
     # Seconds that transient refresh failures are retried for, per refresh.
     refresh_retry_seconds: float = 10.0
     audit_retention_days: int = 90
+    # Seconds a provider's verdict on a token is reused (0: ask every time).
+    validate_cache_seconds: float = 5.0
     # AES-256-GCM keys for tokens at rest; the first encrypts. Never printed.
     encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
@@ -320,6 +322,7 @@ def load_settings(
         max_body_bytes=_env_number(env, "EXTAUTH_MAX_BODY_BYTES", int, 64 * 1024),
         refresh_retry_seconds=_env_number(env, "EXTAUTH_REFRESH_RETRY_SECONDS", float, 10.0),
         audit_retention_days=_env_number(env, "EXTAUTH_AUDIT_RETENTION_DAYS", int, 90),
+        validate_cache_seconds=_env_number(env, "EXTAUTH_VALIDATE_CACHE_SECONDS", float, 5.0),
     )
     try:
         base = replace(base, encryption_keys=keys_from_env(env))
