@@ -42,7 +42,7 @@ from jsonschema import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
-from extauth._connexion import SECURITY_MAP, CachedApi
+from extauth._connexion import SECURITY_MAP, CachedApi, ParameterValidator
 from extauth.crypto import Cipher
 from extauth.edge import API_PREFIX, Edge
 from extauth.errors import (
@@ -281,7 +281,10 @@ def create_app(settings: Settings) -> Edge:
             spec_path=f"{API_PREFIX}/openapi.json",
             swagger_ui_path=f"{API_PREFIX}/ui",
         ),
-        validator_map={"body": {"application/json": JSONBodyValidator}},
+        validator_map={
+            "body": {"application/json": JSONBodyValidator},
+            "parameter": ParameterValidator,
+        },
         security_map=SECURITY_MAP,
     )
     # connexion has no option for its operation class; its ASGI app takes one.

@@ -321,10 +321,7 @@ class OAuthClient:
         what = "device code exchange"
         data = {"grant_type": DEVICE_GRANT, "device_code": device_code}
         request = self._post_form(p, p.token_url, data, self._device_style(p))
-        secrets = (p.client_secret, device_code)
-        resp = await self._send(p, what, request, secrets)
-        body = self._oauth_answer(p, what, resp, secrets)
-        return self._token_set(p, what, body)
+        return await self._token_call(p, what, request, (p.client_secret, device_code))
 
     @staticmethod
     def _device_style(p: ProviderConfig) -> str:
@@ -355,62 +352,55 @@ class OAuthClient:
         self, p: ProviderConfig, code: str, redirect_uri: str, verifier: str | None
     ) -> TokenSet:
         """Trade an authorization code for tokens, in the provider's dialect."""
-        what = "code exchange"
-        headers: dict[str, str] = {}
-        if p.exchange == "azure-assertion":
-            # Azure DevOps: the code and the client secret travel as JWT assertions.
-            data = {
-                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                "client_assertion": p.client_secret,
-                "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
-                "assertion": code,
-                "redirect_uri": redirect_uri,
-            }
-            request = self.http.build_request(
-                "POST", p.token_url, data=data, headers={"Accept": "application/json"})
-        else:
-            data = {"grant_type": "authorization_code", "code": code,
-                    "redirect_uri": redirect_uri, **dict(p.auth_params)}
-            if verifier:
-                data["code_verifier"] = verifier
-            if p.exchange == "bearer-secret":
-                headers["Authorization"] = f"Bearer {p.client_secret}"
-            style = "client_id" if p.exchange == "bearer-secret" else p.token_auth
-            request = self._post_form(p, p.token_url, data, style, headers)
-        secrets = (p.client_secret, code, verifier or "")
-        resp = await self._send(p, what, request, secrets)
-        body = self._oauth_answer(p, what, resp, secrets)
-        return self._token_set(p, what, body)
+        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        if verifier:
+            data["code_verifier"] = verifier
+        request = self._token_endpoint_request(
+            p, data, ("urn:ietf:params:oauth:grant-type:jwt-bearer", code), redirect_uri)
+        return await self._token_call(p, "code exchange", request,
+                                      (p.client_secret, code, verifier or ""))
 
     # -- refresh (RFC 6749 6) ------------------------------------------------------------
 
     async def refresh(self, p: ProviderConfig, refresh_token: str, redirect_uri: str) -> TokenSet:
         """Trade a refresh token for a new token pair (``refresh_token`` may be empty
         in the answer: the caller keeps the old one)."""
-        what = "token refresh"
+        data = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        if p.auth_params and p.scopes:
+            data["scope"] = " ".join(p.scopes)  # Entra wants the scopes again
+        request = self._token_endpoint_request(
+            p, data, ("refresh_token", refresh_token), redirect_uri)
+        return await self._token_call(p, "token refresh", request,
+                                      (p.client_secret, refresh_token))
+
+    def _token_endpoint_request(
+        self, p: ProviderConfig, data: dict[str, str], assertion: tuple[str, str],
+        redirect_uri: str,
+    ) -> httpx.Request:
+        """A token endpoint request in the provider's dialect: standard, Azure DevOps'
+        JWT assertion (``assertion`` is its grant type and value), or JFrog's secret
+        as a Bearer header."""
         if p.exchange == "azure-assertion":
-            data = {
+            # Azure DevOps: the grant and the client secret travel as JWT assertions.
+            form = {
                 "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                 "client_assertion": p.client_secret,
-                "grant_type": "refresh_token",
-                "assertion": refresh_token,
+                "grant_type": assertion[0],
+                "assertion": assertion[1],
                 "redirect_uri": redirect_uri,
             }
-            request = self.http.build_request(
-                "POST", p.token_url, data=data, headers={"Accept": "application/json"})
-        else:
-            data = {"grant_type": "refresh_token", "refresh_token": refresh_token,
-                    **dict(p.auth_params)}
-            if p.auth_params and p.scopes:
-                data["scope"] = " ".join(p.scopes)  # Entra wants the scopes again
-            headers = {"Authorization": f"Bearer {p.client_secret}"} \
-                if p.exchange == "bearer-secret" else {}
-            style = "client_id" if p.exchange == "bearer-secret" else p.token_auth
-            request = self._post_form(p, p.token_url, data, style, headers)
-        secrets = (p.client_secret, refresh_token)
+            return self.http.build_request(
+                "POST", p.token_url, data=form, headers={"Accept": "application/json"})
+        data = {**data, **dict(p.auth_params)}
+        if p.exchange == "bearer-secret":
+            return self._post_form(p, p.token_url, data, "client_id",
+                                   {"Authorization": f"Bearer {p.client_secret}"})
+        return self._post_form(p, p.token_url, data)
+
+    async def _token_call(self, p: ProviderConfig, what: str, request: httpx.Request,
+                          secrets: tuple[str, ...]) -> TokenSet:
         resp = await self._send(p, what, request, secrets)
-        body = self._oauth_answer(p, what, resp, secrets)
-        return self._token_set(p, what, body)
+        return self._token_set(p, what, self._oauth_answer(p, what, resp, secrets))
 
     def _token_set(self, p: ProviderConfig, what: str, body: dict[str, Any]) -> TokenSet:
         access = _str(body.get("access_token"))
