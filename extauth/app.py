@@ -60,7 +60,6 @@ from extauth.store import Store
 log = logging.getLogger("extauth")
 
 
-
 def spec_path() -> Path:
     """``openapi.yaml``: inside the installed package, or at the checkout's root."""
     here = Path(__file__).resolve().parent
