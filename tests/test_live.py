@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.fake_provider import FakeProvider
-from tests.live import EXTAUTH, LiveServer, free_port
+from tests.live import EXTAUTH, LiveServer, free_port, stop_process
 from tests.oidc_provider import Form, parse_page
 
 pytestmark = pytest.mark.live
@@ -81,40 +81,21 @@ def test_live_two_workers_share_one_database(tmp_path: Path, fake: FakeProvider)
         server.stop()
 
 
-def test_live_demo_walkthrough(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen([*EXTAUTH, "serve", "--demo", "--port", str(port),
-                             "--db", str(tmp_path / "demo.db")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        token = ""
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            m = re.search(r"export TOKEN=(\S+)", line)
-            if m:
-                token = m.group(1)
-            if "Uvicorn running" in line:
-                break
-        assert token
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, headers={"Coder-Session-Token": token}, timeout=10) as c:
-            providers = c.get(API).json()["providers"]
-            assert [p["id"] for p in providers] == ["demo"]
-            device = c.get(f"{API}/demo/device").json()
-            assert device["verification_uri"] == f"{base}/demo/device"
-            page = httpx.get(device["verification_uri"],
-                             params={"user_code": device["user_code"]})
-            assert page.status_code == 200 and "Approved" in page.text
-            r = c.post(f"{API}/demo/device", json={"device_code": device["device_code"]})
-            assert r.status_code == 204
-            status = c.get(f"{API}/demo").json()
-            assert status["authenticated"] is True and status["user"]["login"] == "demo-user"
-            assert c.delete(f"{API}/demo").json() == {"token_revoked": True}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+def test_live_demo_walkthrough(demo: DemoServer) -> None:
+    base = demo.url
+    with httpx.Client(base_url=base, headers={"Coder-Session-Token": demo.token},
+                      timeout=10) as c:
+        providers = c.get(API).json()["providers"]
+        assert [p["id"] for p in providers] == ["demo"]
+        device = c.get(f"{API}/demo/device").json()
+        assert device["verification_uri"] == f"{base}/demo/device"
+        page = httpx.get(device["verification_uri"], params={"user_code": device["user_code"]})
+        assert page.status_code == 200 and "Approved" in page.text
+        r = c.post(f"{API}/demo/device", json={"device_code": device["device_code"]})
+        assert r.status_code == 204
+        status = c.get(f"{API}/demo").json()
+        assert status["authenticated"] is True and status["user"]["login"] == "demo-user"
+        assert c.delete(f"{API}/demo").json() == {"token_revoked": True}
 
 
 def test_live_config_error_stops_start_up(tmp_path: Path) -> None:
@@ -184,12 +165,7 @@ class DemoServer:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         if self._drain is not None:
             self._drain.join(timeout=5)
         if proc.stdout is not None:
