@@ -6,9 +6,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import yaml
@@ -93,3 +94,17 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
+
+
+def drain_to(stream: IO[bytes], log: Path) -> threading.Thread:
+    """Copy a child's output to ``log`` in a thread, so that its pipe never fills up."""
+
+    def copy() -> None:
+        with open(log, "ab") as out:
+            while chunk := os.read(stream.fileno(), 4096):
+                out.write(chunk)
+                out.flush()
+
+    thread = threading.Thread(target=copy, daemon=True)
+    thread.start()
+    return thread

@@ -29,6 +29,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from tests.live import drain_to
+
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
 SERVER = OIDC_DIR / "server.mjs"
 TIMEOUT = httpx.Timeout(10.0)
@@ -224,8 +226,7 @@ class OidcProvider:
                 f"(got {line!r}):\n{self.output()}"
             )
         # Anything printed later goes to the log, so that the pipe never fills up.
-        self._drain = threading.Thread(target=self._copy, args=(self.proc.stdout,), daemon=True)
-        self._drain.start()
+        self._drain = drain_to(self.proc.stdout, self.log)
         self.issuer = f"http://127.0.0.1:{int(line.split()[1])}"
         self.discovery = self._wait_for_discovery(deadline)
         if self.discovery.get("issuer") != self.issuer:
@@ -234,12 +235,6 @@ class OidcProvider:
                 f"discovery says issuer {self.discovery.get('issuer')!r}, expected {self.issuer!r}"
             )
         return self
-
-    def _copy(self, stdout: IO[bytes]) -> None:
-        with open(self.log, "ab") as log:
-            while chunk := os.read(stdout.fileno(), 4096):
-                log.write(chunk)
-                log.flush()
 
     def _wait_for_discovery(self, deadline: float) -> dict[str, Any]:
         url = f"{self.issuer}/.well-known/openid-configuration"

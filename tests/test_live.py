@@ -11,14 +11,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from tests.fake_provider import FakeProvider
-from tests.live import EXTAUTH, LiveServer, free_port, stop_process
+from tests.live import EXTAUTH, LiveServer, drain_to, free_port, stop_process
 from tests.oidc_provider import Form, parse_page
 
 pytestmark = pytest.mark.live
@@ -148,15 +147,8 @@ class DemoServer:
         m = re.search(r"export TOKEN=(\S+)", seen.decode(errors="replace"))
         assert m, seen
         self.token = m.group(1)
-        self._drain = threading.Thread(target=self._copy, args=(out,), daemon=True)
-        self._drain.start()
+        self._drain = drain_to(out, self.log)
         return self
-
-    def _copy(self, out: IO[bytes]) -> None:
-        with open(self.log, "ab") as log:
-            while chunk := os.read(out.fileno(), 4096):
-                log.write(chunk)
-                log.flush()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
