@@ -53,7 +53,8 @@ from typing import Any
 import yaml
 
 from extauth import sessions
-from extauth.store import Store, _ts, utcnow
+from extauth.store import Store, utcnow
+from extauth.store._base import _ts
 
 ROOT = Path(__file__).resolve().parent.parent
 API = "/api/v2/external-auth"

@@ -1,0 +1,48 @@
+"""The benchmark suite's own fixture and reference app still fit extauth.
+
+The suite is run by hand, never by CI; this keeps it from rotting in between:
+its fixture seeds a database through extauth's store, and its reference app
+(the denominator of every ratio) must answer exactly as extauth does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from benchmarks import reference_app, run
+from extauth.app import create_app
+from extauth.settings import load_settings
+from tests.fake_provider import FakeProvider
+
+
+@pytest.mark.parametrize("scenario", ["list", "nolink", "bad", "missing", "unknown", "health"])
+def test_reference_answers_like_extauth(tmp_path: Path, fake: FakeProvider,
+                                        scenario: str) -> None:
+    db, config = tmp_path / "bench.db", tmp_path / "bench.yaml"
+    tokens = run.seed(db)
+    run.write_config(config, fake.url)
+    settings = load_settings(db_path=str(db), config=str(config))
+    path, headers = {
+        "list": (run.API, {"Coder-Session-Token": tokens["list"]}),
+        "nolink": (f"{run.API}/fake", {"Coder-Session-Token": tokens["nolink"]}),
+        "bad": (run.API, {"Coder-Session-Token": tokens["bad"]}),
+        "missing": (run.API, {}),
+        "unknown": (f"{run.API}/nope", {"Coder-Session-Token": tokens["nolink"]}),
+        "health": ("/healthz", {}),
+    }[scenario]
+    answers = []
+    for app in (create_app(settings), reference_app.create_app(settings)):
+        with TestClient(app) as client:
+            r = client.get(path, headers=headers)
+            answers.append((r.status_code, r.headers.get("content-type"),
+                            r.headers.get("www-authenticate"), r.content))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == {"list": 200, "nolink": 200, "bad": 401, "missing": 401,
+                             "unknown": 404, "health": 200}[scenario]
