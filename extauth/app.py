@@ -42,7 +42,12 @@ from jsonschema import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
-from extauth._connexion import SECURITY_MAP, CachedApi, ParameterValidator
+from extauth._connexion import (
+    CachedApi,
+    ParameterValidator,
+    middlewares,
+    ui_app,
+)
 from extauth.crypto import Cipher
 from extauth.edge import API_PREFIX, Edge
 from extauth.errors import (
@@ -275,16 +280,11 @@ def create_app(settings: Settings) -> Edge:
     app = connexion.AsyncApp(
         __name__,
         lifespan=lifespan,
-        swagger_ui_options=SwaggerUIOptions(
-            serve_spec=False,
-            spec_path=f"{API_PREFIX}/openapi.json",
-            swagger_ui_path=f"{API_PREFIX}/ui",
-        ),
+        middlewares=middlewares(settings.validate_responses),
         validator_map={
             "body": {"application/json": JSONBodyValidator},
             "parameter": ParameterValidator,
         },
-        security_map=SECURITY_MAP,
     )
     # connexion has no option for its operation class; its ASGI app takes one.
     app._middleware_app.api_cls = CachedApi
@@ -295,9 +295,17 @@ def create_app(settings: Settings) -> Edge:
         resolver_error=None,
     )
     handler = _error_handler(_Allow(spec))
-    for exc_class in (ExtauthError, ProblemException, HTTPException, Exception):
-        app.add_error_handler(exc_class, handler)
-    return Edge(app, settings.max_body_bytes, spec_path().read_text(encoding="utf-8"), demo_app)
+    handlers = [(exc_class, handler)
+                for exc_class in (ExtauthError, ProblemException, HTTPException, Exception)]
+    for exc_class, fn in handlers:
+        app.add_error_handler(exc_class, fn)
+    ui = ui_app(spec, SwaggerUIOptions(
+        serve_spec=False,
+        spec_path=f"{API_PREFIX}/openapi.json",
+        swagger_ui_path=f"{API_PREFIX}/ui",
+    ), handlers)
+    return Edge(app, settings.max_body_bytes, spec_path().read_text(encoding="utf-8"), ui,
+                demo_app)
 
 
 def create_app_from_env() -> Edge:

@@ -28,9 +28,10 @@ _ROUTE_NOT_FOUND = ExtauthError("Route not found.", status=404)
 class Edge:
     """The outermost ASGI layer around the connexion app."""
 
-    def __init__(self, api: ASGIApp, max_body: int, spec_text: str,
+    def __init__(self, api: ASGIApp, max_body: int, spec_text: str, ui: ASGIApp,
                  demo: ASGIApp | None = None) -> None:
         self.api = api
+        self.ui = ui
         self.demo = demo
         self.max_body = max_body
         # The spec is served as written (connexion would serve its own rewrite,
@@ -61,6 +62,9 @@ class Edge:
             # An encoded slash is never part of an id, and no route ends in a
             # slash: routing either would reach another operation or a redirect.
             await _error(send, _ROUTE_NOT_FOUND)
+            return
+        if path.startswith(UI_PREFIX) or path == UI_PREFIX[:-1]:
+            await self.ui(scope, receive, send)
             return
         if method in BODYLESS:
             # These operations take no body: whatever came is not read.

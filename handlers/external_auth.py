@@ -5,22 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from connexion import request
 from starlette.responses import RedirectResponse, Response
 
 from extauth.errors import BadRequestError
-from extauth.links import Links, LinkState, ProviderState
+from extauth.links import LinkState, ProviderState
 from extauth.providers.oauth import ProviderUser
 from extauth.sessions import Session
 from extauth.settings import ProviderConfig
+from handlers import service
 
 # Coder's "never expires": Go's zero time.
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
-
-def _links() -> Links:
-    links: Links = request.state.links
-    return links
 
 
 def _time(value: datetime | None) -> str:
@@ -84,7 +80,7 @@ def _external_auth(state: ProviderState) -> dict[str, Any]:
 
 
 async def list_user_external_auths(token_info: dict[str, Any]) -> dict[str, Any]:
-    links = _links()
+    links = service()
     session: Session = token_info["session"]
     states = await links.list_links(session)
     return {
@@ -94,14 +90,14 @@ async def list_user_external_auths(token_info: dict[str, Any]) -> dict[str, Any]
 
 
 async def get_external_auth_by_id(externalauth: str, token_info: dict[str, Any]) -> dict[str, Any]:
-    state = await _links().status(token_info["session"], externalauth)
+    state = await service().status(token_info["session"], externalauth)
     return _external_auth(state)
 
 
 async def delete_external_auth_user_link_by_id(
     externalauth: str, token_info: dict[str, Any]
 ) -> dict[str, Any]:
-    result = await _links().unlink(token_info["session"], externalauth)
+    result = await service().unlink(token_info["session"], externalauth)
     body: dict[str, Any] = {"token_revoked": result.token_revoked}
     if result.token_revocation_error:
         body["token_revocation_error"] = result.token_revocation_error
@@ -111,7 +107,7 @@ async def delete_external_auth_user_link_by_id(
 async def get_external_auth_device_by_id(
     externalauth: str, token_info: dict[str, Any]
 ) -> dict[str, Any]:
-    device = await _links().start_device(token_info["session"], externalauth)
+    device = await service().start_device(token_info["session"], externalauth)
     return {
         "device_code": device.device_code,
         "user_code": device.user_code,
@@ -124,7 +120,7 @@ async def get_external_auth_device_by_id(
 async def post_external_auth_device_by_id(
     externalauth: str, body: dict[str, Any], token_info: dict[str, Any]
 ) -> Response:
-    await _links().exchange_device(token_info["session"], externalauth, body["device_code"])
+    await service().exchange_device(token_info["session"], externalauth, body["device_code"])
     return Response(status_code=204)
 
 
@@ -139,7 +135,7 @@ async def external_auth_callback(
     redirect: str | None = None,
 ) -> Response:
     """The web flow: send the browser to the provider, or take its answer back."""
-    links = _links()
+    links = service()
     session: Session = token_info["session"]
     if error:
         detail = " ".join(x for x in (error_description, error_uri) if x)

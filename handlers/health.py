@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from connexion import request
-
-from extauth.links import Links
+from handlers import service
 
 
 async def healthz() -> dict[str, Any]:
-    links: Links = request.state.links
-    await links.ping()
+    await service().ping()
     return {"status": "ok"}

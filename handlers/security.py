@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from connexion.exceptions import OAuthProblem
 from connexion.lifecycle import ConnexionRequest
 
+from extauth._connexion import picks_its_own_token
 from extauth.links import Links
 
 SESSION_NAME = "coder_session_token"
@@ -44,10 +46,14 @@ def _first_cookie(header: str) -> str | None:
     return None
 
 
-async def session_token(token: str, request: ConnexionRequest) -> dict[str, Any]:
-    """connexion's token-info function: the caller's session, or 401."""
-    links: Links = request.state.links
+@picks_its_own_token
+async def session_token(token: str | None, request: ConnexionRequest) -> dict[str, Any]:
+    """connexion's token-info function: the caller's session, or 401. Whichever
+    scheme found ``token``, the token used is the one Coder would use."""
     value, source = pick_token(request)
+    if value is None:
+        raise OAuthProblem(detail="No authorization token provided")
+    links: Links = request.scope["state"]["links"]
     session = await links.authenticate(value)
     info: dict[str, Any] = {"sub": str(session.user_id), "session": session}
     if source == "query":
