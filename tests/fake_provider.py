@@ -34,17 +34,21 @@ ENDPOINTS = ("authorize", "device", "token", "validate", "revoke", "installation
 
 @dataclass
 class Answer:
-    """One canned answer. ``form`` sends the dict form-encoded, as GitHub does."""
+    """One canned answer. ``form`` sends the dict form-encoded, as GitHub does;
+    ``raw`` sends bytes as they are (with whatever ``headers`` describe them)."""
 
     status: int = 200
     json: Any = None
     form: dict[str, str] | None = None
     text: str | None = None
+    raw: bytes | None = None
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
 
     def response(self) -> Response:
+        if self.raw is not None:
+            return Response(self.raw, self.status, self.headers, media_type=self.content_type)
         if self.form is not None:
             return Response(urlencode(self.form), self.status, self.headers,
                              media_type=self.content_type or "application/x-www-form-urlencoded")

@@ -1,5 +1,6 @@
 """The OAuth client: device authorization and exchange, validation, app
-installations and revocation, against one configured provider, with httpx.
+installations and revocation, against one configured provider. Requests and
+answers are httpx's ``Request`` and ``Response``; ``transport`` sends them.
 
 Every call is bounded by the client's timeout. What the provider answers is
 turned into values (``DeviceAuthorization``, ``TokenSet``, ``TokenCheck``,
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs, quote
 import httpx
 
 from extauth.errors import ProviderError, ProviderRateLimitedError
+from extauth.providers import transport
 from extauth.settings import ProviderConfig
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -186,16 +188,11 @@ def parse_user(data: dict[str, Any]) -> ProviderUser | None:
 
 
 class OAuthClient:
-    """Calls to providers over one long-lived ``httpx.AsyncClient``."""
+    """Calls to providers over one long-lived connection pool."""
 
-    def __init__(self, timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, timeout: float = 5.0) -> None:
         self.timeout = timeout
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,
-            transport=transport,
-            headers={"User-Agent": "extauth"},
-        )
+        self.http = transport.Transport(timeout)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -239,7 +236,7 @@ class OAuthClient:
         headers: dict[str, str] | None = None,
     ) -> httpx.Request:
         auth = self._client_auth(p, data, style or p.token_auth)
-        request = self.http.build_request(
+        request = transport.request(
             "POST", url, data=data, headers={"Accept": "application/json", **(headers or {})}
         )
         if auth is not None:
@@ -389,7 +386,7 @@ class OAuthClient:
                 "assertion": assertion[1],
                 "redirect_uri": redirect_uri,
             }
-            return self.http.build_request(
+            return transport.request(
                 "POST", p.token_url, data=form, headers={"Accept": "application/json"})
         data = {**data, **dict(p.auth_params)}
         if p.exchange == "bearer-secret":
@@ -424,7 +421,7 @@ class OAuthClient:
         if not p.validate_url:
             return TokenCheck(valid=True)
         what = "token validation"
-        request = self.http.build_request(
+        request = transport.request(
             "GET",
             p.validate_url,
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
@@ -453,7 +450,7 @@ class OAuthClient:
         """GitHub App installations visible to the token; any failure: (False, [])."""
         if not p.app_installations_url:
             return False, []
-        request = self.http.build_request(
+        request = transport.request(
             "GET",
             p.app_installations_url,
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
@@ -483,7 +480,7 @@ class OAuthClient:
             return Revocation(revoked=False)
         if p.revoke_style == "github":
             # GitHub: "delete an app authorization"; success is 204 and only 204.
-            request = self.http.build_request(
+            request = transport.request(
                 "DELETE",
                 p.revoke_url,
                 json={"access_token": access_token},

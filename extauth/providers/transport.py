@@ -1,0 +1,91 @@
+"""Sending provider requests: httpx's request and response, aiohttp's wire.
+
+Requests to providers are built as ``httpx.Request`` (form encoding, Basic
+auth flow) and answered as ``httpx.Response`` (text, headers, JSON), so the
+OAuth code reads the same either way. Measured on this project's benchmark
+machine, httpx's own client path (httpx, httpcore, h11, anyio) cost about
+0.5 ms of CPU per call, and more than 1 ms of latency on a call after an idle
+pause; aiohttp sends the same request for about a third of that. Failures
+are raised as httpx's exceptions (``TimeoutException``, ``HTTPError``).
+
+Like httpx by default: no redirects followed, the environment's proxy
+variables honoured (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
+``NO_PROXY``, read once at start), certificates checked against certifi's
+bundle (or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``), each phase (connect, read)
+bounded by the timeout, gzip and deflate answers decoded. (aiohttp's own
+``trust_env`` would look the proxy up and read ``~/.netrc`` in a worker thread
+on every request: 0.7 ms each, measured.)
+"""
+
+from __future__ import annotations
+
+import urllib.request
+
+import aiohttp
+import httpx
+
+USER_AGENT = "extauth"
+# Hop-by-hop or recomputed by aiohttp from the URL and the body.
+_NOT_FORWARDED = {b"host", b"content-length", b"transfer-encoding", b"connection"}
+# Not in typeshed's stubs, but in urllib.request since Python 3.0: NO_PROXY
+# matching against a given snapshot of the proxy variables.
+_bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+# The body handed on is already decoded and complete.
+_NOT_RETURNED = {b"content-encoding", b"content-length", b"transfer-encoding"}
+
+
+def request(method: str, url: str, *, headers: dict[str, str] | None = None,
+            data: dict[str, str] | None = None, json: object = None) -> httpx.Request:
+    """A provider request with extauth's default headers."""
+    return httpx.Request(method, url, data=data, json=json, headers={
+        "User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate", **(headers or {})})
+
+
+class Transport:
+    """One aiohttp session (a connection pool) for every provider call."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout,
+                                              sock_connect=timeout, sock_read=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._proxies = urllib.request.getproxies_environment()
+
+    def _proxy(self, url: httpx.URL) -> str | None:
+        if not self._proxies or _bypass(url.host, self._proxies):
+            return None
+        return self._proxies.get(url.scheme) or self._proxies.get("all")
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running loop, as aiohttp requires.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=httpx.create_ssl_context()),
+                timeout=self._timeout,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            )
+        return self._session
+
+    async def send(self, req: httpx.Request) -> httpx.Response:
+        headers = [(k.decode("latin-1"), v.decode("latin-1"))
+                   for k, v in req.headers.raw if k.lower() not in _NOT_FORWARDED]
+        body = await req.aread()
+        try:
+            async with self._open().request(req.method, str(req.url), headers=headers,
+                                            data=body or None, allow_redirects=False,
+                                            proxy=self._proxy(req.url)) as resp:
+                content = await resp.read()
+                kept = [(k, v) for k, v in resp.raw_headers if k.lower() not in _NOT_RETURNED]
+                return httpx.Response(resp.status, headers=kept, content=content, request=req)
+        except TimeoutError as exc:
+            raise httpx.TimeoutException(f"no answer within {self.timeout:g}s",
+                                         request=req) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(str(exc), request=req) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=req) from exc
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
