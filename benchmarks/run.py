@@ -714,6 +714,19 @@ class Runner:
         self.print_entry(key, entry)
         return entry
 
+    def provider_own(self) -> None:
+        """The fake provider's own latency for the validation call, measured the same
+        way (wrk, one connection): what scenario 3's overhead is counted from."""
+        if self.provider is None:
+            return
+        load = Load([("GET", "/user", {"Authorization": "Bearer gho_bench_linked_fake",
+                                       "Accept": "application/json"}, None)])
+        runs = [self.bench.measure(self.provider.port, load, 1) for _ in range(self.args.rounds)]
+        own = summarize(runs)
+        self.results["scenarios"]["3c1"]["provider_own"] = {"runs": runs, "median": own}
+        log(f"  provider alone (GET /user, -c1): p50 {ms(own['p50_us'])} ms  "
+            f"p99 {ms(own['p99_us'])} ms")
+
     def print_entry(self, key: str | int, entry: dict[str, Any]) -> None:
         order = [n for n in ("reference", "extauth") if n in entry["servers"]]
         log(f"-- {key}: {entry['title']} (median of {len(entry['servers'][order[0]]['runs'])} "
@@ -786,6 +799,7 @@ class Runner:
                              calls_per_request=key in (2, 3, 4))
                 if key == 3:
                     self.compare("3c1", pair, loads[3], connections=1, calls_per_request=True)
+                    self.provider_own()
             if 7 in wanted:
                 self.no_blocking(pair["extauth"], loads[1], tokens["slow"])
             self.stop(*pair.values())
@@ -949,13 +963,17 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             add(f"scenario {k} p99 at -c50 <= 3 x reference", p <= 3,
                 f"{p:.2f}x ({ms(sc[k]['servers']['extauth']['median']['p99_us'])} vs "
                 f"{ms(sc[k]['servers']['reference']['median']['p99_us'])} ms)")
-    for k, label in (("3c1", "-c1"), ("3", "-c50")):
-        if k in sc:
-            p50 = sc[k]["servers"]["extauth"]["median"]["p50_us"] / 1000
-            over = p50 - PROVIDER_DELAY * 1000
-            ref = sc[k]["servers"]["reference"]["median"]["p50_us"] / 1000 - PROVIDER_DELAY * 1000
-            add(f"scenario 3 ({label}) extauth p50 <= 2 ms over the provider's 20 ms", over <= 2,
-                f"p50 {p50:.2f} ms = +{over:.2f} ms (reference +{ref:.2f} ms)")
+    if "3c1" in sc:
+        # One connection: every request calls the provider (at -c50 concurrent
+        # identical validations share one call, and queueing dominates p50).
+        # Counted from the provider's own p50 where it was measured (its 20 ms
+        # sleep overshoots), else from the nominal 20 ms.
+        own = sc["3c1"].get("provider_own", {}).get("median", {}).get("p50_us")
+        base = own / 1000 if own else PROVIDER_DELAY * 1000
+        p50 = sc["3c1"]["servers"]["extauth"]["median"]["p50_us"] / 1000
+        ref = sc["3c1"]["servers"]["reference"]["median"]["p50_us"] / 1000 - base
+        add(f"scenario 3 (-c1) extauth p50 <= 2 ms over the provider's own ({base:.2f} ms)",
+            p50 - base <= 2, f"p50 {p50:.2f} ms = +{p50 - base:.2f} ms (reference +{ref:.2f} ms)")
     if "6" in sc and "vs_10_users" in sc["6"]:
         r = sc["6"]["vs_10_users"]["extauth"]["p50_ratio"]
         add("scenario 6 list p50 within 1.5 x its value on 10 users", r <= 1.5, f"{r:.2f}x")
