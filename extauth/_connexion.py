@@ -2,8 +2,9 @@
 
 Profiling extauth under load showed connexion re-deriving per request what
 never changes: ``inspect.signature`` of the security function (twice per
-request) and the handler's whole decorator stack (rebuilt on every call).
-Both are done once here instead:
+request), the handler's whole decorator stack, URI parsers and validators
+(rebuilt on every call). Here each is done once, within connexion's
+extension points (its middleware list and the classes its layers use):
 
 - where every alternative security scheme of an operation names one
   token-info function that finds the token itself (``picks_its_own_token``),
