@@ -1,5 +1,6 @@
 """What runs before connexion, as plain ASGI: the request id, the demo
-provider's mount, the spec files, and the shape of what connexion may see.
+provider's mount, the spec files, the Swagger UI (its own small app, so that
+API requests do not walk its router), and the shape of what connexion may see.
 
 connexion decides "no body" from Content-Length, reads bodies on operations
 that have none, routes an encoded slash and a trailing slash where they do

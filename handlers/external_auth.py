@@ -18,7 +18,6 @@ from handlers import service
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
-
 def _time(value: datetime | None) -> str:
     if value is None:
         return ZERO_TIME

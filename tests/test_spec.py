@@ -87,6 +87,17 @@ def test_swagger_ui_is_served(api: Api) -> None:
     assert "/api/v2/openapi.json" in r.text
 
 
+def test_swagger_ui_edges_answer_like_the_api(api: Api) -> None:
+    """The UI is its own small app: its redirects, static files and errors."""
+    r = api.get("/api/v2/ui", follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (307, "/api/v2/ui/")
+    assert api.get("/api/v2/ui/swagger-ui.css").headers["content-type"].startswith("text/css")
+    r = api.get("/api/v2/ui/nothing-here")
+    assert (r.status_code, r.json()) == (404, {"message": "Route not found."})
+    r = api.post("/api/v2/ui/")
+    assert (r.status_code, r.json()["message"]) == (405, "Method not allowed.")
+
+
 def test_healthz(api: Api) -> None:
     r = api.get("/healthz")
     assert (r.status_code, r.json()) == (200, {"status": "ok"})
