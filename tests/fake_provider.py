@@ -77,7 +77,8 @@ class FakeProvider:
     CLIENT_ID = "fake-client"
     CLIENT_SECRET = "fake-client-secret-5f3a9c"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
+        self.tls = tls  # (certificate file, key file): serve https
         self.requests: list[Seen] = []
         self.scripts: dict[str, deque[Answer]] = defaultdict(deque)
         self.devices: dict[str, bool] = {}  # device_code -> approved
@@ -102,7 +103,7 @@ class FakeProvider:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def script(self, endpoint: str, *answers: Answer) -> None:
         assert endpoint in ENDPOINTS, endpoint
@@ -289,7 +290,9 @@ class FakeProvider:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off")
+        certfile, keyfile = self.tls or (None, None)
+        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off",
+                                ssl_certfile=certfile, ssl_keyfile=keyfile)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=lambda: asyncio.run(self._server.serve(sockets=[sock])),  # type: ignore[union-attr]

@@ -1,13 +1,24 @@
 """How provider requests travel (``extauth/providers/transport.py``), against
-the fake provider on 127.0.0.1: what is sent, and what is made of answers
-that are compressed, redirected, or never come."""
+the fake provider on 127.0.0.1: what is sent, through which proxy, with
+which certificates trusted, and what is made of answers that are
+compressed, redirected, or never come."""
 
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
 import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlencode
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.conftest import Api, link
 from tests.fake_provider import Answer, FakeProvider
@@ -82,3 +93,60 @@ def test_no_proxy_is_honoured(make_api, fake: FakeProvider, monkeypatch) -> None
     headers = api.login()
     link(api, fake)
     assert api.get(FAKE, headers=headers).json()["authenticated"] is True
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "extauth test provider")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+@pytest.fixture(scope="module")
+def tls_fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeProvider, Path]]:
+    cert, key = _self_signed(tmp_path_factory.mktemp("tls"))
+    fake = FakeProvider(tls=(str(cert), str(key))).start()
+    yield fake, cert
+    fake.stop()
+
+
+def test_an_untrusted_certificate_is_refused(make_api, tls_fake, monkeypatch) -> None:
+    fake, _ = tls_fake
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    api = make_api(fake.config())
+    headers = api.login()
+    link(api, fake)
+    before = len(fake.seen("validate"))
+    r = api.get(FAKE, headers=headers)
+    assert r.status_code == 502
+    assert r.json()["message"] == "Could not reach provider 'fake' for the token validation."
+    assert "CERTIFICATE_VERIFY_FAILED" in r.json()["detail"]
+    assert len(fake.seen("validate")) == before
+
+
+def test_a_certificate_trusted_through_ssl_cert_file_is_accepted(
+    make_api, tls_fake, monkeypatch
+) -> None:
+    fake, cert = tls_fake
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    api = make_api(fake.config())
+    headers = api.login()
+    link(api, fake)
+    before = len(fake.seen("validate"))
+    body = api.get(FAKE, headers=headers).json()
+    assert body["authenticated"] is True
+    assert len(fake.seen("validate")) == before + 1
