@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from extauth.providers.transport import MAX_ANSWER_BYTES
 from tests.conftest import Api, link
 from tests.fake_provider import Answer, FakeProvider
 
@@ -150,3 +151,26 @@ def test_a_certificate_trusted_through_ssl_cert_file_is_accepted(
     body = api.get(FAKE, headers=headers).json()
     assert body["authenticated"] is True
     assert len(fake.seen("validate")) == before + 1
+
+
+def test_an_oversized_answer_is_refused(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    link(api, fake)
+    fake.script("validate", Answer(raw=b"x" * (MAX_ANSWER_BYTES + 1),
+                                   content_type="application/json"))
+    r = api.get(FAKE, headers=headers)
+    assert r.status_code == 502
+    assert r.json()["message"] == "Could not reach provider 'fake' for the token validation."
+    assert "larger than 2 MiB" in r.json()["detail"]
+
+
+def test_a_compressed_answer_counts_once_decoded(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    link(api, fake)
+    bomb = gzip.compress(b"{" + b" " * (MAX_ANSWER_BYTES + 1) + b"}")
+    fake.script("validate", Answer(raw=bomb, content_type="application/json",
+                                   headers={"Content-Encoding": "gzip"}))
+    assert len(bomb) < MAX_ANSWER_BYTES // 100
+    r = api.get(FAKE, headers=headers)
+    assert r.status_code == 502
+    assert "larger than 2 MiB" in r.json()["detail"]
