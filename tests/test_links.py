@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from extauth.links import expires_at
@@ -246,3 +248,15 @@ def test_users_never_see_or_change_each_others_links(api: Api, fake: FakeProvide
     assert r.status_code == 204
     alices = api.store.get_link(api.user_id("alice"), "fake")
     assert alices is not None and alices.access_token != "bobs"
+
+
+def test_stored_times_read_back_exactly(api: Api) -> None:
+    api.login()
+    user_id = api.user_id("alice")
+    # Microseconds, and an offset that must come back as the same instant in UTC.
+    when = datetime(2031, 5, 17, 23, 59, 58, 123456, tzinfo=timezone(timedelta(hours=-7)))
+    api.store.upsert_link(user_id, "fake", "gho_t", "ghr_t", when)
+    stored = api.store.get_link(user_id, "fake")
+    assert stored is not None and stored.expires_at == when
+    assert stored.expires_at.utcoffset() == timedelta(0)
+    assert stored.created_at.tzinfo is not None

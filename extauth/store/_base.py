@@ -37,7 +37,9 @@ def _ts(value: datetime | None) -> str | None:
 def _dt(value: str | None) -> datetime | None:
     if value is None:
         return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # What _ts writes, read by fromisoformat: about 50 times faster than
+    # strptime, and a list of three links reads ten of these.
+    return datetime.fromisoformat(value)
 
 
 # Numbered migrations; each runs once, in order, in its own transaction.
