@@ -77,11 +77,16 @@ class LiveServer:
         raise RuntimeError(f"extauth did not answer /healthz within {timeout}s:\n{self.output()}")
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return log_text(self.log)
 
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
+
+
+def log_text(log: Path) -> str:
+    """A child's log so far ("" before it has written anything)."""
+    return log.read_text(errors="replace") if log.exists() else ""
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -94,6 +99,17 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
+
+
+def stop_drained(proc: subprocess.Popen[bytes], drain: threading.Thread | None,
+                 timeout: float = 10) -> None:
+    """Stop a child whose output ``drain_to`` copies: the process, then the copying
+    thread, then the pipe."""
+    stop_process(proc, timeout)
+    if drain is not None:
+        drain.join(timeout=5)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def drain_to(stream: IO[bytes], log: Path) -> threading.Thread:

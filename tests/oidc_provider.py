@@ -14,6 +14,7 @@ to the provider's redirect back to the client, which it returns unfollowed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import selectors
@@ -29,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from tests.live import drain_to
+from tests.live import drain_to, log_text, stop_drained
 
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
 SERVER = OIDC_DIR / "server.mjs"
@@ -255,7 +256,7 @@ class OidcProvider:
         raise OidcProviderError(f"{url} did not answer 200 ({last}):\n{self.output()}")
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return log_text(self.log)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -263,24 +264,11 @@ class OidcProvider:
             return
         # Closing stdin is the launcher's cue to exit; SIGTERM, then SIGKILL, if not.
         if proc.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 proc.stdin.close()
-            except OSError:
-                pass
-        if proc.poll() is None:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-        if self._drain is not None:
-            self._drain.join(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        stop_drained(proc, self._drain, timeout=5)
 
     def __enter__(self) -> OidcProvider:
         return self.start()

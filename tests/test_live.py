@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.fake_provider import FakeProvider
-from tests.live import EXTAUTH, LiveServer, drain_to, free_port, stop_process
+from tests.live import EXTAUTH, LiveServer, drain_to, free_port, log_text, stop_drained
 from tests.oidc_provider import Form, parse_page
 
 pytestmark = pytest.mark.live
@@ -151,17 +151,12 @@ class DemoServer:
         return self
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return log_text(self.log)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        stop_process(proc)
-        if self._drain is not None:
-            self._drain.join(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        if proc is not None:
+            stop_drained(proc, self._drain)
 
 
 @pytest.fixture
