@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import secrets
 from collections import Counter
@@ -125,10 +126,8 @@ def main() -> None:
         run = uvloop.run
     except ImportError:  # pragma: no cover
         run = asyncio.run
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends it quietly
         run(serve(args.port, args.delay, args.slow_delay))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ every server start.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import json
@@ -211,12 +212,10 @@ def get(port: int, path: str, headers: dict[str, str] | None = None, method: str
 
 
 def rss_kb(pid: int) -> int:
-    try:
+    with contextlib.suppress(OSError):  # the process is gone
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
-    except OSError:
-        pass
     return 0
 
 
@@ -241,13 +240,11 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
                                    f"{self.tail()}")
-            try:
+            with contextlib.suppress(OSError):  # not listening yet
                 status, _ = get(self.port, "/healthz", timeout=1)
                 if status == 200:
                     self.startup_s = time.monotonic() - t0
                     return self
-            except OSError:
-                pass
             time.sleep(0.005)
         self.stop()
         raise RuntimeError(f"{self.name} did not answer /healthz in {timeout}s:\n{self.tail()}")
@@ -527,29 +524,23 @@ def source_fingerprint() -> str:
     files = sorted([*ROOT.glob("extauth/**/*.py"), *ROOT.glob("handlers/*.py"),
                     ROOT / "openapi.yaml", ROOT / "benchmarks" / "reference_app.py"])
     for f in files:
-        try:
+        with contextlib.suppress(OSError):  # removed while hashing
             h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
-        except OSError:
-            pass
     return h.hexdigest()[:16]
 
 
 def machine() -> dict[str, Any]:
     cpu = ""
-    try:
+    with contextlib.suppress(OSError):  # no /proc: the description says less
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     mem_kb = 0
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 mem_kb = int(line.split()[1])
-    except OSError:
-        pass
     versions: dict[str, str | None] = {}
     for pkg in ("connexion", "starlette", "uvicorn", "sqlite-utils", "httpx", "anyio", "uvloop",
                 "httptools", "jsonschema"):
@@ -933,10 +924,8 @@ class Runner:
 
     def cleanup(self) -> None:
         for s in self.servers:
-            try:
+            with contextlib.suppress(Exception):  # best effort on the way out
                 s.stop()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
         if self.provider is not None:
             self.provider.stop()
         if not self.args.keep:

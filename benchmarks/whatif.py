@@ -57,7 +57,7 @@ def _sniffio_stub() -> types.ModuleType:
     stub = types.ModuleType("sniffio")
 
     class AsyncLibraryNotFoundError(RuntimeError):
-        pass
+        """sniffio's: no async library could be detected."""
 
     cvar: ContextVar[str | None] = ContextVar("current_async_library_cvar", default=None)
     local = threading.local()

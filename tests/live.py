@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -67,11 +68,9 @@ class LiveServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"extauth exited with {self.proc.returncode}:\n{self.output()}")
-            try:
+            with contextlib.suppress(httpx.TransportError):  # not listening yet
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
-            except httpx.TransportError:
-                pass
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"extauth did not answer /healthz within {timeout}s:\n{self.output()}")

@@ -357,9 +357,7 @@ class OidcProvider:
                 elif data.get("prompt") == "login":
                     data["login"] = login
                     data["password"] = "any password"
-                elif data.get("prompt") == "consent" or data.get("confirm") == "yes":
-                    pass
-                else:
+                elif data.get("prompt") != "consent" and data.get("confirm") != "yes":
                     raise OidcProviderError(f"unexpected form {form!r} on {r.url.path}")
                 action = urljoin(str(r.url), form.action)
                 if form.method != "post":

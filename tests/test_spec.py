@@ -70,8 +70,7 @@ def test_a_missing_handler_stops_start_up(tmp_path, monkeypatch) -> None:  # typ
     monkeypatch.setattr("extauth.app.load_spec", lambda: broken)
     app = create_app(Settings(db_path=tmp_path / "x.db"))
     with pytest.raises(Exception, match="does_not_exist"):
-        with TestClient(app):
-            pass
+        TestClient(app).__enter__()  # start-up: the lifespan runs, operations resolve
 
 
 def test_served_spec_is_the_file(api: Api) -> None:
