@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import json
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from extauth.providers.transport import MAX_ANSWER_BYTES
 from tests.conftest import Api, link
+from tests.live import free_port
 from tests.fake_provider import Answer, FakeProvider
 
 FAKE = "/api/v2/external-auth/fake"
@@ -50,9 +50,7 @@ def test_redirects_are_not_followed(api: Api, fake: FakeProvider) -> None:
 
 
 def test_an_unreachable_provider_is_named(make_api, fake: FakeProvider) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()  # nobody listens there
     api = make_api(fake.config(validate_url=f"http://127.0.0.1:{closed}/user"))
     headers = api.login()
     link(api, fake)
