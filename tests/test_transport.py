@@ -21,8 +21,8 @@ from cryptography.x509.oid import NameOID
 
 from extauth.providers.transport import MAX_ANSWER_BYTES
 from tests.conftest import Api, link
-from tests.live import free_port
 from tests.fake_provider import Answer, FakeProvider
+from tests.live import free_port
 
 FAKE = "/api/v2/external-auth/fake"
 USER = {"id": 7, "login": "gzipped", "name": "G"}
