@@ -70,7 +70,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("import machinery (httpcore: `import sniffio` per call)",
      r"<frozen importlib|_distutils_hack|httpcore/_synchronization\.py:current_async_library"),
     ("httpx/httpcore/h11 (provider calls)", r"/httpx/|/httpcore/|/h11/|extauth/providers/"),
-    ("logging (access log)", r"/logging/|extauth/cli\.py:RedactFilter|uvicorn/logging\.py"),
+    ("logging (access log)", r"/logging/|extauth/cli/serve\.py:RedactFilter|uvicorn/logging\.py"),
     ("json encode/decode", r"/json/"),
     ("connexion security", r"connexion/security\.py|connexion/middleware/security\.py"
                            r"|handlers/security\.py"),
@@ -97,7 +97,7 @@ CATEGORIES: list[tuple[str, str]] = [
 ]
 # Frames every stack starts with (process and thread start-up, the loop's own
 # run call): not counted in "inclusive" shares.
-BOOT = re.compile(r"<frozen runpy>|click/|extauth/cli\.py:(main|serve|<module>)"
+BOOT = re.compile(r"<frozen runpy>|click/|extauth/cli/(_base|serve)\.py:(main|serve|<module>)"
                   r"|benchmarks/reference_app\.py:(main|<module>)|uvicorn/main\.py"
                   r"|uvicorn/server\.py:Server\.(run|serve|_serve)|asyncio/runners\.py"
                   r"|uvloop/__init__\.py|threading\.py:Thread\._bootstrap"

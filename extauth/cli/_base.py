@@ -1,0 +1,56 @@
+"""The ``extauth`` command group and what its commands share.
+
+Library errors become ``click.ClickException`` at this boundary (exit 1);
+usage errors exit 2. Machine-readable output (a new token) goes to stdout,
+everything meant for a person to stderr.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from extauth.crypto import Cipher
+from extauth.settings import ConfigError, Settings, load_settings
+from extauth.store import Store, StoreError
+
+
+def cli_settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        raise click.ClickException(f"config: {exc}") from None
+
+
+def open_store(db: str | None) -> Store:
+    settings = cli_settings(db_path=db, providers=())
+    store = Store(settings.db_path, Cipher(settings.encryption_keys))
+    try:
+        store.migrate()
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    return store
+
+
+def say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+db_option = click.option(
+    "--db", metavar="PATH", help="SQLite database file [env EXTAUTH_DB; default ./extauth.db]"
+)
+config_option = click.option(
+    "--config",
+    metavar="PATH",
+    help="Provider config file [env EXTAUTH_CONFIG; default ./extauth.yaml when present]",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="extauth")
+def main() -> None:
+    """extauth: link users' accounts to external OAuth providers and keep their tokens.
+
+    Serves Coder's external-auth API under /api/v2, from openapi.yaml.
+    """
