@@ -8,6 +8,7 @@ else.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import sqlite3
 from dataclasses import dataclass, field
@@ -151,10 +152,7 @@ class Links:
         state = await self._fresh_state(session, link) if link else None
         if state is None or not state.authenticated:
             return ProviderState(p)
-        fresh = state.link
-        key = (fresh.user_id, p.id, fresh.version)
-        check, (installable, installations) = await self.verdicts.get(
-            key, lambda: self._ask_provider(session, p, fresh.access_token))
+        check, (installable, installations) = await self._verdict(session, p, state.link)
         return ProviderState(
             p,
             authenticated=check.valid,
@@ -162,6 +160,17 @@ class Links:
             app_installable=installable,
             installations=installations,
         )
+
+    async def _verdict(
+        self, session: Session, p: ProviderConfig, link: Link
+    ) -> tuple[TokenCheck, tuple[bool, list[Installation]]]:
+        """The provider's verdict on the link's access token, with installations:
+        shared by concurrent callers and reused within the verdict window."""
+        # Keyed by the token itself (hashed): a row's version restarts at 1 when
+        # a link is deleted and made again, a token never comes back.
+        key = (link.user_id, p.id, hashlib.sha256(link.access_token.encode()).digest())
+        return await self.verdicts.get(
+            key, lambda: self._ask_provider(session, p, link.access_token))
 
     async def _ask_provider(
         self, session: Session, p: ProviderConfig, token: str

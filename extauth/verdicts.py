@@ -2,9 +2,10 @@
 
 Validating a link costs a provider round trip (20 ms or more, and a share of
 the provider's rate limit). Identical validations in flight at once share one
-call, and a verdict is reused for a short window. The key includes the link's
-row version, so a relink, a refresh or a recorded failure never reuses an old
-verdict; and the link is read from the database on every request first, so
+call, and a verdict is reused for a short window. The key includes a hash of
+the access token itself, so a relink or a refresh never reuses an old
+verdict (a row's version would not do: it restarts when a link is deleted
+and made again); and the link is read from the database on every request first, so
 an unlinked token is never reported at all, whatever is remembered here.
 """
 

@@ -95,3 +95,18 @@ def test_users_do_not_share_verdicts(api: Api, fake: FakeProvider) -> None:
     link(api, fake, user="alice")
     assert api.get(FAKE, headers=alice).json()["authenticated"] is True
     assert api.get(FAKE, headers=bob).json()["authenticated"] is False
+
+
+def test_a_link_made_again_after_unlink_is_asked_about_again(api: Api,
+                                                             fake: FakeProvider) -> None:
+    """A new row starts at version 1 again; the verdict must not carry over."""
+    headers = api.login()
+    link(api, fake)
+    assert api.get(FAKE, headers=headers).json()["user"]["login"] == "octocat"
+    assert api.delete(FAKE, headers=headers).status_code == 200
+    access, refresh = fake.issue(login="hubot")
+    api.store.upsert_link(api.user_id("alice"), "fake", access, refresh, None)
+    assert api.store.get_link(api.user_id("alice"), "fake").version == 1  # type: ignore[union-attr]
+    body = api.get(FAKE, headers=headers).json()
+    assert (body["authenticated"], body["user"]["login"]) == (True, "hubot")
+    assert len(fake.seen("validate")) == 2
