@@ -19,14 +19,15 @@ import socket
 import threading
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 ENDPOINTS = ("authorize", "device", "token", "validate", "revoke", "installations")
@@ -45,8 +46,16 @@ class Answer:
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # Seconds between the body's bytes: a provider that answers at once and
+    # then drips its body, each read well within a per-read timeout.
+    drip: float = 0.0
 
     def response(self) -> Response:
+        if self.drip:
+            plain = replace(self, drip=0.0).response()
+            return StreamingResponse(_dripped(plain.body, self.drip), self.status,
+                                     {k: v for k, v in plain.headers.items()
+                                      if k.lower() != "content-length"})
         if self.raw is not None:
             return Response(self.raw, self.status, self.headers, media_type=self.content_type)
         if self.form is not None:
@@ -59,6 +68,12 @@ class Answer:
             return Response(b"", self.status, self.headers, media_type=self.content_type)
         return JSONResponse(self.json, self.status, self.headers,
                             media_type=self.content_type or "application/json")
+
+
+async def _dripped(body: bytes, pause: float) -> AsyncIterator[bytes]:
+    for i in range(len(body)):
+        await asyncio.sleep(pause)
+        yield body[i:i + 1]
 
 
 @dataclass

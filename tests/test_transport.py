@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -172,3 +173,19 @@ def test_a_compressed_answer_counts_once_decoded(api: Api, fake: FakeProvider) -
     r = api.get(FAKE, headers=headers)
     assert r.status_code == 502
     assert "larger than 2 MiB" in r.json()["detail"]
+
+
+def test_the_timeout_bounds_the_whole_call_not_each_read(make_api, fake: FakeProvider) -> None:
+    """A provider that answers at once and then drips its body a byte every 0.1 s
+    (each read well within the timeout) is cut off at the timeout."""
+    api = make_api(fake.config(), provider_timeout=0.5)
+    headers = api.login()
+    link(api, fake)
+    dripping = json.dumps({**USER, "name": "x" * 40}).encode()  # about 6 s of body
+    fake.script("validate", Answer(raw=dripping, content_type="application/json", drip=0.1))
+    started = time.monotonic()
+    r = api.get(FAKE, headers=headers)
+    took = time.monotonic() - started
+    assert r.status_code == 502
+    assert r.json()["message"] == "Provider 'fake' did not answer the token validation within 0.5s."
+    assert took < 3.0, f"the call lasted {took:.1f}s against a 0.5 s deadline"

@@ -13,13 +13,16 @@ variables honoured (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
 ``NO_PROXY``), read once at start (aiohttp's own ``trust_env`` looks them up
 and reads ``~/.netrc`` in a worker thread on every request: 0.7 ms each,
 measured); certificates checked against certifi's bundle, or
-``SSL_CERT_FILE`` / ``SSL_CERT_DIR``; connect and read each bounded by the
-timeout; gzip and deflate answers decoded. Unlike httpx, an answer larger
+``SSL_CERT_FILE`` / ``SSL_CERT_DIR``; gzip and deflate answers decoded.
+Unlike httpx's default, the timeout is a deadline for the whole call
+(connect, send, every read of the body): a provider dripping its answer a
+byte at a time cannot hold a call, and a refresh lease, beyond it. Unlike httpx, an answer larger
 than ``MAX_ANSWER_BYTES`` once decoded is refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 
 import aiohttp
@@ -50,8 +53,8 @@ class Transport:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout,
-                                              sock_connect=timeout, sock_read=timeout)
+        # The deadline is asyncio.timeout's, around each whole call (send).
+        self._timeout = aiohttp.ClientTimeout(total=None)
         self._session: aiohttp.ClientSession | None = None
         self._proxies = urllib.request.getproxies_environment()
 
@@ -75,9 +78,9 @@ class Transport:
                    for k, v in req.headers.raw if k.lower() not in _NOT_FORWARDED]
         body = await req.aread()
         try:
-            async with self._open().request(req.method, str(req.url), headers=headers,
-                                            data=body or None, allow_redirects=False,
-                                            proxy=self._proxy(req.url)) as resp:
+            async with asyncio.timeout(self.timeout), self._open().request(
+                    req.method, str(req.url), headers=headers, data=body or None,
+                    allow_redirects=False, proxy=self._proxy(req.url)) as resp:
                 content = await _read_limited(resp, req)
                 kept = [(k, v) for k, v in resp.raw_headers if k.lower() not in _NOT_RETURNED]
                 return httpx.Response(resp.status, headers=kept, content=content, request=req)
