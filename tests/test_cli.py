@@ -126,3 +126,16 @@ def test_access_log_redacts_session_tokens() -> None:
     assert RedactFilter().filter(record)
     assert record.getMessage() == (
         '127.0.0.1:5 - "GET /api/v2/x?coder_session_token=****&a=1 HTTP/1.1" 200')
+
+
+@pytest.mark.parametrize("target, shown", [
+    ("/x?coder%5Fsession%5Ftoken=abc-def&a=1", "/x?coder%5Fsession%5Ftoken=****&a=1"),
+    ("/x?a=1&access_token=t0k3n", "/x?a=1&access_token=****"),
+    ("/cb?code=c0de&state=st4te&redirect=%2Fw", "/cb?code=****&state=****&redirect=%2Fw"),
+    ("/x?coder_session_token", "/x?coder_session_token"),
+    ("/x", "/x"),
+])
+def test_access_log_redaction_reads_names_as_the_server_does(target: str, shown: str) -> None:
+    from extauth.cli.serve import redact_query
+
+    assert redact_query(target) == shown

@@ -56,6 +56,17 @@ def test_live_device_flow_list_get_delete(server: LiveServer, fake: FakeProvider
     assert not [t for t in [*fake.access, *fake.refresh] if t in log]
 
 
+def test_the_access_log_masks_a_token_under_a_percent_encoded_name(server: LiveServer) -> None:
+    """The server decodes the name, so it authenticates: the log must not show it."""
+    token = server.token()
+    r = httpx.get(f"{server.url}{API}?coder%5Fsession%5Ftoken={token}&x=1", timeout=10)
+    assert r.status_code == 200
+    assert r.json()["providers"][0]["id"] == "fake"
+    log = server.output()
+    assert "GET /api/v2/external-auth?coder%5Fsession%5Ftoken=****&x=1" in log
+    assert token[11:] not in log
+
+
 def test_live_two_workers_share_one_database(tmp_path: Path, fake: FakeProvider) -> None:
     server = LiveServer(tmp_path, [fake.config()], "--workers", "2").start()
     try:

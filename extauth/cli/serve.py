@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 import click
 
@@ -15,7 +15,28 @@ from extauth.cli._base import cli_settings, config_option, db_option, main, open
 from extauth.settings import Settings
 from extauth.store import Store
 
-_SECRET_PARAMS = re.compile(r"((?:coder_session_token|access_token|code|state)=)[^&\s]*")
+# Query parameters whose values never reach a log line: the session token in
+# both of Coder's names, and the OAuth values a browser carries back.
+SECRET_PARAMS = frozenset({
+    "coder_session_token", "access_token", "code", "state", "device_code", "refresh_token",
+    "client_secret", "code_verifier",
+})
+
+
+def redact_query(target: str) -> str:
+    """A request target with the values of secret query parameters masked. Names
+    are compared as the server reads them (percent-decoded), so an encoded name
+    is masked too; the rest of the line stays as it was sent."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        if eq and unquote_plus(name) in SECRET_PARAMS:
+            part = f"{name}=****"
+        parts.append(part)
+    return f"{path}?{'&'.join(parts)}"
 
 
 class RedactFilter(logging.Filter):
@@ -23,10 +44,8 @@ class RedactFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _SECRET_PARAMS.sub(r"\1****", a) if isinstance(a, str) else a
-                for a in record.args
-            )
+            record.args = tuple(redact_query(a) if isinstance(a, str) else a
+                                for a in record.args)
         return True
 
 
