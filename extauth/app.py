@@ -8,6 +8,8 @@ demo OAuth provider mounted at ``/demo/``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import http
 import json
@@ -271,9 +273,13 @@ def create_app(settings: Settings) -> Edge:
         gc.collect()
         gc.freeze()
         gc.set_threshold(7000, 20, 20)
+        revoking = asyncio.ensure_future(links.revocations.run())
         try:
             yield {"links": links}
         finally:
+            revoking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await revoking
             await client.aclose()
             store.close()
 

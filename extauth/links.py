@@ -33,6 +33,7 @@ from extauth.providers.oauth import (
     TokenSet,
 )
 from extauth.refresh import Refresher, failure_text
+from extauth.revocations import Revocations
 from extauth.sessions import Session, authenticate
 from extauth.settings import ProviderConfig, Settings
 from extauth.store import Link, OAuthState, Store, StoreError, utcnow
@@ -85,8 +86,10 @@ class Links:
         self.refresher = Refresher(
             store, client, self.audit.record, self.callback_url,
             retry_budget=settings.refresh_retry_seconds,
-            lease_ttl=settings.provider_timeout * 2 + settings.refresh_retry_seconds,
+            call_timeout=settings.provider_timeout,
+            orphaned=self._orphaned,
         )
+        self.revocations = Revocations(settings, store, client, self.audit)
         self._db = off_loop
         self.verdicts: Verdicts[tuple[TokenCheck, tuple[bool, list[Installation]]]] = Verdicts(
             settings.validate_cache_seconds)
@@ -184,23 +187,30 @@ class Links:
         return check, installs
 
     async def unlink(self, session: Session, provider_id: str) -> Unlinked:
-        """Delete the caller's link, then revoke its grant at the provider."""
+        """Delete the caller's link, then revoke its grant at the provider (and keep
+        trying in the background until the provider confirms)."""
         p = self.settings.provider(provider_id)
-        link = await self._db(self.store.delete_link, session.user_id, provider_id)
+        link, pending = await self.revocations.unlink(session, p, provider_id)
         if link is None:
             raise NotFoundError()
         await self.audit.record(session, provider_id, "unlink")
+        if pending and p is not None:
+            revocation = await self.revocations.first_attempt(
+                session, p, pending, link.access_token, link.refresh_token)
+            return Unlinked(revocation.revoked, revocation.error)
         if p is None:
-            result = Unlinked(False, "The provider is no longer configured; nothing was revoked.")
+            why = "The provider is no longer configured; nothing was revoked."
         elif link.decrypt_error:
-            result = Unlinked(False, f"{link.decrypt_error}; nothing was revoked.")
+            why = f"{link.decrypt_error}; nothing was revoked."
         else:
-            revocation = await self.client.revoke(p, link.access_token, link.refresh_token)
-            result = Unlinked(revocation.revoked, revocation.error)
-        outcome = "ok" if result.token_revoked else ("failed" if p and p.revoke_url else "skipped")
-        await self.audit.record(session, provider_id, "revoke", outcome,
-                                result.token_revocation_error)
-        return result
+            why = ""  # the provider has no revocation endpoint
+        await self.audit.record(session, provider_id, "revoke", "skipped", why)
+        return Unlinked(False, why)
+
+    async def _orphaned(self, session: Session, p: ProviderConfig, link: Link,
+                        tokens: TokenSet) -> None:
+        await self.revocations.orphaned(session, p, tokens.access_token,
+                                        tokens.refresh_token or link.refresh_token)
 
     async def start_device(self, session: Session, provider_id: str) -> DeviceAuthorization:
         p = self.provider(provider_id)
@@ -234,8 +244,10 @@ class Links:
             tokens.refresh_token,
             expires_at(tokens.expires_in),
             tokens.extra,
+            tokens.expires_in,
         )
         await self.audit.record(session, p.id, "link", flow)
+        await self.revocations.linked_again(session, p)
         return link
 
     # -- the web flow (authorization code with PKCE) ----------------------------------

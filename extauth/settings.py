@@ -120,6 +120,8 @@ class Settings:
     audit_retention_days: int = 90
     # Seconds a provider's verdict on a token is reused (0: ask every time).
     validate_cache_seconds: float = 5.0
+    # Seconds before an unconfirmed revocation is tried again (doubling).
+    revoke_retry_seconds: float = 30.0
     # AES-256-GCM keys for tokens at rest; the first encrypts. Never printed.
     encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
@@ -323,6 +325,7 @@ def load_settings(
         refresh_retry_seconds=_env_number(env, "EXTAUTH_REFRESH_RETRY_SECONDS", float, 10.0),
         audit_retention_days=_env_number(env, "EXTAUTH_AUDIT_RETENTION_DAYS", int, 90),
         validate_cache_seconds=_env_number(env, "EXTAUTH_VALIDATE_CACHE_SECONDS", float, 5.0),
+        revoke_retry_seconds=_env_number(env, "EXTAUTH_REVOKE_RETRY_SECONDS", float, 30.0),
     )
     try:
         base = replace(base, encryption_keys=keys_from_env(env))

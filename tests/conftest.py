@@ -44,6 +44,8 @@ def fake(_fake_server: FakeProvider) -> FakeProvider:
     f.grant_of.clear()
     f.used_refresh.clear()
     f.refresh_delay = 0.0
+    f.require_client_secret = False
+    f.most_in_flight.clear()
     f.expires_in = 3600
     f.auto_approve = False
     return f
@@ -110,3 +112,13 @@ def link(api: Api, fake: FakeProvider, user: str = "alice", provider: str = "fak
     access, refresh = fake.issue()
     api.store.upsert_link(api.user_id(user), provider, access, refresh, expires_at(expires_in))
     return access, refresh
+
+
+def expire(api: Api, user: str = "alice", provider: str = "fake") -> None:
+    """Make a stored link's token expired a minute ago, tokens unchanged."""
+    from extauth.links import expires_at
+
+    stored = api.store.get_link(api.user_id(user), provider)
+    assert stored is not None
+    api.store.upsert_link(stored.user_id, provider, stored.access_token, stored.refresh_token,
+                          expires_at(-60), stored.extra)

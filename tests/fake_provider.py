@@ -22,13 +22,14 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 ENDPOINTS = ("authorize", "device", "token", "validate", "revoke", "installations")
 
@@ -50,10 +51,10 @@ class Answer:
     # then drips its body, each read well within a per-read timeout.
     drip: float = 0.0
 
-    def response(self) -> Response:
-        if self.drip:
+    def response(self, request: Request | None = None) -> Response:
+        if self.drip and request is not None:
             plain = replace(self, drip=0.0).response()
-            return StreamingResponse(_dripped(plain.body, self.drip), self.status,
+            return StreamingResponse(_dripped(plain.body, self.drip, request), self.status,
                                      {k: v for k, v in plain.headers.items()
                                       if k.lower() != "content-length"})
         if self.raw is not None:
@@ -70,9 +71,11 @@ class Answer:
                             media_type=self.content_type or "application/json")
 
 
-async def _dripped(body: bytes, pause: float) -> AsyncIterator[bytes]:
+async def _dripped(body: bytes, pause: float, request: Request) -> AsyncIterator[bytes]:
     for i in range(len(body)):
         await asyncio.sleep(pause)
+        if await request.is_disconnected():  # the caller gave up: so does the fake
+            return
         yield body[i:i + 1]
 
 
@@ -104,7 +107,13 @@ class FakeProvider:
         # revokes the whole grant.
         self.grant_of: dict[str, str] = {}  # any token -> grant id
         self.used_refresh: set[str] = set()
-        self.refresh_delay = 0.0  # seconds before answering a refresh
+        # Seconds between issuing a refreshed pair and answering with it.
+        self.refresh_delay = 0.0
+        # Check the client's credentials at the token endpoint (invalid_client).
+        self.require_client_secret = False
+        # Requests being answered right now, and the most ever at once, per endpoint.
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self.most_in_flight: dict[str, int] = defaultdict(int)
         self.revoked: set[str] = set()
         self.codes: dict[str, tuple[str, str]] = {}  # code -> (redirect_uri, challenge)
         self.expires_in: int | None = 3600
@@ -188,6 +197,13 @@ class FakeProvider:
             body["expires_in"] = self.expires_in
         return body
 
+    def _client_authenticated(self, request: Request, form: dict[str, str]) -> bool:
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            _, _, secret = base64.b64decode(encoded).decode().partition(":")
+            return unquote(secret) == self.CLIENT_SECRET
+        return form.get("client_secret") == self.CLIENT_SECRET
+
     def _code_grant(self, form: dict[str, str]) -> Response:
         redirect_uri, challenge = self.codes.pop(form.get("code", ""), ("", ""))
         if not redirect_uri or redirect_uri != form.get("redirect_uri"):
@@ -200,11 +216,11 @@ class FakeProvider:
                                  "error_description": "PKCE verification failed"}, 400)
         return JSONResponse(self._tokens())
 
-    def _app(self) -> Starlette:
+    def _app(self) -> ASGIApp:
         async def authorize(request: Request) -> Response:
             answer = await self._record("authorize", request)
             if answer:
-                return answer.response()
+                return answer.response(request)
             q = request.query_params
             code = "code_" + secrets.token_hex(10)
             self.codes[code] = (q.get("redirect_uri", ""), q.get("code_challenge", ""))
@@ -216,7 +232,7 @@ class FakeProvider:
         async def github_grant(request: Request) -> Response:
             answer = await self._record("revoke", request)
             if answer:
-                return answer.response()
+                return answer.response(request)
             body = self.requests[-1].json or {}
             self.revoked.add(str(body.get("access_token", "")))
             return Response(status_code=204)
@@ -224,7 +240,7 @@ class FakeProvider:
         async def device(request: Request) -> Response:
             answer = await self._record("device", request)
             if answer:
-                return answer.response()
+                return answer.response(request)
             code = "dc_" + secrets.token_hex(10)
             self.devices[code] = self.auto_approve
             return JSONResponse({"device_code": code, "user_code": "WDJB-MJHT",
@@ -234,10 +250,12 @@ class FakeProvider:
         async def token(request: Request) -> Response:
             answer = await self._record("token", request)
             if answer:
-                return answer.response()
+                return answer.response(request)
             form = self.requests[-1].form
+            if self.require_client_secret and not self._client_authenticated(request, form):
+                return JSONResponse({"error": "invalid_client",
+                                     "error_description": "client authentication failed"}, 401)
             if form.get("grant_type") == "refresh_token":
-                await asyncio.sleep(self.refresh_delay)
                 presented = form.get("refresh_token", "")
                 grant = self.grant_of.get(presented, "")
                 if presented in self.used_refresh or presented in self.revoked:
@@ -249,7 +267,9 @@ class FakeProvider:
                     return JSONResponse({"error": "invalid_grant"}, 400)
                 self.used_refresh.add(presented)
                 self.revoked.add(old)
-                return JSONResponse(self._tokens(grant))
+                issued = self._tokens(grant)
+                await asyncio.sleep(self.refresh_delay)  # issued, not yet answered
+                return JSONResponse(issued)
             if form.get("grant_type") == "authorization_code":
                 return self._code_grant(form)
             code = form.get("device_code", "")
@@ -264,7 +284,7 @@ class FakeProvider:
         async def user(request: Request) -> Response:
             answer = await self._record("validate", request)
             if answer:
-                return answer.response()
+                return answer.response(request)
             token = request.headers.get("authorization", "").removeprefix("Bearer ")
             login = self.access.get(token)
             if login is None or token in self.revoked:
@@ -276,7 +296,7 @@ class FakeProvider:
         async def revoke(request: Request) -> Response:
             answer = await self._record("revoke", request)
             if answer:
-                return answer.response()
+                return answer.response(request)
             token = self.requests[-1].form.get("token", "")
             self.revoked.add(token)
             self.revoked.add(self.refresh.get(token, ""))
@@ -285,10 +305,10 @@ class FakeProvider:
         async def installations(request: Request) -> Response:
             answer = await self._record("installations", request)
             if answer:
-                return answer.response()
+                return answer.response(request)
             return JSONResponse({"installations": []})
 
-        return Starlette(routes=[
+        return self._counted(Starlette(routes=[
             Route("/authorize", authorize, methods=["GET"]),
             Route("/applications/{client_id}/grant", github_grant, methods=["DELETE"]),
             Route("/device/code", device, methods=["POST"]),
@@ -296,7 +316,21 @@ class FakeProvider:
             Route("/user", user, methods=["GET"]),
             Route("/revoke", revoke, methods=["POST"]),
             Route("/installations", installations, methods=["GET"]),
-        ])
+        ]))
+
+    def _counted(self, app: ASGIApp) -> ASGIApp:
+        """Count the requests being answered, per path, until their answer is over."""
+
+        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+            path = scope.get("path", "")
+            self.in_flight[path] += 1
+            self.most_in_flight[path] = max(self.most_in_flight[path], self.in_flight[path])
+            try:
+                await app(scope, receive, send)
+            finally:
+                self.in_flight[path] -= 1
+
+        return counted
 
     # -- lifecycle -------------------------------------------------------------------
 

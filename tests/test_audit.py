@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from extauth.cli import main
 from extauth.store import AuditEvent, utcnow
-from tests.conftest import Api, link
+from tests.conftest import Api, expire, link
 from tests.fake_provider import Answer, FakeProvider
 
 FAKE = "/api/v2/external-auth/fake"
@@ -22,9 +22,10 @@ def _trail(api: Api) -> list[tuple[str, str, str, str]]:
 def test_link_refresh_validate_unlink_and_revoke_are_recorded(api: Api, fake: FakeProvider) -> None:
     headers = {**api.login(), "X-Request-Id": "req-42"}
     fake.script("token", Answer(json={"access_token": "gho_AUDIT_AT", "refresh_token": "ghr_RT",
-                                      "expires_in": 1}))
+                                      "expires_in": 60}))
     assert api.post(f"{FAKE}/device", headers=headers,
                     json={"device_code": "dc_AUDIT"}).status_code == 204
+    expire(api)
     fake.access["x"] = "octocat"
     fake.script("token", Answer(json={"access_token": "gho_AUDIT_AT2", "expires_in": 3600}))
     fake.script("validate", Answer(status=401, json={"message": "Bad credentials"}))
@@ -47,14 +48,15 @@ def test_link_refresh_validate_unlink_and_revoke_are_recorded(api: Api, fake: Fa
 
 def test_refresh_failures_are_recorded_with_their_class(make_api, fake: FakeProvider) -> None:
     api = make_api(fake.config(), refresh_retry_seconds=0.1)
-    headers = api.login()
-    link(api, fake, expires_in=-60)
+    alice, bob = api.login("alice"), api.login("bob")
+    link(api, fake, user="alice", expires_in=-60)
+    link(api, fake, user="bob", expires_in=-60)
     fake.script("token", Answer(status=503, text="down"))
-    api.get(FAKE, headers=headers)
+    api.get(FAKE, headers=alice)
     fake.script("token", Answer(status=400, json={"error": "invalid_grant"}))
-    api.get(FAKE, headers=headers)
+    api.get(FAKE, headers=bob)
     assert _trail(api)[-2:] == [("alice", "fake", "refresh", "transient"),
-                                ("alice", "fake", "refresh", "permanent")]
+                                ("bob", "fake", "refresh", "permanent")]
     assert api.store.audit_events()[0].detail == "invalid_grant"
 
 

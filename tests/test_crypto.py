@@ -13,6 +13,7 @@ from extauth.cli import main
 from extauth.crypto import Cipher, DecryptError, KeyConfigError, key_id, keys_from_env, parse_keys
 from extauth.links import expires_at
 from extauth.store import Store
+from tests.conftest import expire
 from tests.fake_provider import Answer, FakeProvider
 
 K1, K2 = os.urandom(32), os.urandom(32)
@@ -68,11 +69,12 @@ def _files(db: Path) -> bytes:
 def test_no_token_is_ever_in_the_file_in_plain_text(make_api, fake: FakeProvider) -> None:
     api = make_api(fake.config(extra_token_keys=["authed_user"]), encryption_keys=(K1,))
     headers = api.login()
-    fake.script("token", Answer(json={"access_token": "gho_PLAINACCESS1", "expires_in": 1,
+    fake.script("token", Answer(json={"access_token": "gho_PLAINACCESS1", "expires_in": 60,
                                       "refresh_token": "ghr_PLAINREFRESH1",
                                       "authed_user": {"access_token": "xoxp-PLAINUSER1"}}))
     assert api.post("/api/v2/external-auth/fake/device", headers=headers,
                     json={"device_code": "dc"}).status_code == 204
+    expire(api)
     fake.script("token", Answer(json={"access_token": "gho_PLAINACCESS2",
                                       "refresh_token": "ghr_PLAINREFRESH2"}))
     fake.access["gho_PLAINACCESS2"] = "octocat"
@@ -145,6 +147,27 @@ def test_rotate_reports_links_under_a_missing_key(tmp_path: Path) -> None:
     assert "1 link(s) are under a key that is not configured" in r.stderr  # type: ignore
     r = _cli("keys", "status", "--db", str(db), keys=B2)
     assert "MISSING" in r.stdout  # type: ignore[attr-defined]
+
+
+def test_rotate_pages_past_a_whole_batch_it_cannot_decrypt(tmp_path: Path) -> None:
+    """Rows under a lost key come first in key order and fill a whole batch: the
+    rows after them are still re-encrypted, and the lost ones are named."""
+    db = tmp_path / "k.db"
+    K3 = os.urandom(32)  # the key that was lost
+    lost, kept = Store(db, Cipher((K3,))), Store(db, Cipher((K1,)))
+    lost.migrate()
+    users = [lost.create_user(f"u{i}") for i in range(5)]
+    for user in users[:3]:
+        lost.upsert_link(user.id, "p", "at-lost", "rt-lost", None)
+    for user in users[3:]:
+        kept.upsert_link(user.id, "p", "at-kept", "rt-kept", None)
+    r = _cli("keys", "rotate", "--db", str(db), "--batch", "2", keys=f"{B2},{B1}")
+    assert r.exit_code == 1  # type: ignore[attr-defined]
+    assert "re-encrypted with key" in r.stderr and " 2 link(s)" in r.stderr  # type: ignore
+    for name in ("u0", "u1", "u2"):
+        assert f"cannot decrypt: user {name!r}, provider 'p'" in r.stderr  # type: ignore
+    assert "3 link(s) are under a key that is not configured" in r.stderr  # type: ignore
+    assert Store(db).key_counts() == {key_id(K3): 3, key_id(K2): 2}
 
 
 def test_rotate_without_a_key_is_an_error(tmp_path: Path) -> None:

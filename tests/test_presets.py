@@ -289,4 +289,5 @@ def test_slack_revocation_reads_ok_false(make_api, fake: FakeProvider) -> None:
     fake.script("revoke", Answer(json={"ok": False, "error": "invalid_auth"}))
     body = api.delete("/api/v2/external-auth/sl", headers=headers).json()
     assert body == {"token_revoked": False,
-                    "token_revocation_error": "failed to revoke token: invalid_auth"}
+                    "token_revocation_error": "failed to revoke token: invalid_auth; extauth "
+                    "keeps trying until the provider confirms"}

@@ -7,34 +7,43 @@ import pytest
 from extauth.errors import ProviderError, ProviderRateLimitedError
 from extauth.links import expires_at
 from extauth.providers.oauth import OAuthError
-from extauth.refresh import is_permanent
+from extauth.refresh import Failure, classify
+from extauth.settings import ProviderConfig, build_provider
 from tests.conftest import Api, link
 from tests.fake_provider import Answer, FakeProvider
 
 FAKE = "/api/v2/external-auth/fake"
 
 
-@pytest.mark.parametrize("exc, permanent", [
-    (OAuthError("invalid_grant", status=400), True),
-    (OAuthError("bad_refresh_token", status=200), True),
-    (OAuthError("unauthorized_client", status=400), True),
-    (OAuthError("incorrect_client_credentials", status=200), True),
-    (OAuthError("invalid_client", status=401), True),
-    (OAuthError("unsupported_grant_type", status=400), True),
-    (OAuthError("something_else", status=400), True),
-    (OAuthError("something_else", status=500), False),
-    (OAuthError("temporarily_unavailable", status=400), False),
-    (OAuthError("server_error", status=200), False),
-    (ProviderError("x", upstream_status=500), False),
-    (ProviderError("x", upstream_status=503), False),
-    (ProviderError("x", upstream_status=403), False),
-    (ProviderError("x", upstream_status=400), True),
-    (ProviderError("x", upstream_status=401), True),
-    (ProviderError("timeout"), False),
-    (ProviderRateLimitedError("x"), False),
+GENERIC = build_provider(FakeProvider().config(), "test")
+GITEA = build_provider(FakeProvider().config(type="gitea"), "test")
+
+
+@pytest.mark.parametrize("p, exc, kind", [
+    # only an answer about the token itself retires the refresh token
+    (GENERIC, OAuthError("invalid_grant", status=400), Failure.TOKEN),
+    (GENERIC, OAuthError("bad_refresh_token", status=200), Failure.TOKEN),
+    (GITEA, OAuthError("unauthorized_client", status=400), Failure.TOKEN),
+    # our client's credentials or permissions: the config is wrong, not the token
+    (GENERIC, OAuthError("unauthorized_client", status=400), Failure.CLIENT),
+    (GENERIC, OAuthError("incorrect_client_credentials", status=200), Failure.CLIENT),
+    (GENERIC, OAuthError("invalid_client", status=401), Failure.CLIENT),
+    (GENERIC, OAuthError("unsupported_grant_type", status=400), Failure.CLIENT),
+    (GENERIC, ProviderError("x", upstream_status=401), Failure.CLIENT),
+    # anything else may pass: the token is kept
+    (GENERIC, OAuthError("something_else", status=400), Failure.TRANSIENT),
+    (GENERIC, OAuthError("something_else", status=500), Failure.TRANSIENT),
+    (GENERIC, OAuthError("temporarily_unavailable", status=400), Failure.TRANSIENT),
+    (GENERIC, OAuthError("server_error", status=200), Failure.TRANSIENT),
+    (GENERIC, ProviderError("x", upstream_status=500), Failure.TRANSIENT),
+    (GENERIC, ProviderError("x", upstream_status=503), Failure.TRANSIENT),
+    (GENERIC, ProviderError("x", upstream_status=403), Failure.TRANSIENT),
+    (GENERIC, ProviderError("x", upstream_status=400), Failure.TRANSIENT),
+    (GENERIC, ProviderError("timeout"), Failure.TRANSIENT),
+    (GENERIC, ProviderRateLimitedError("x"), Failure.TRANSIENT),
 ])
-def test_refresh_decision_table(exc: Exception, permanent: bool) -> None:
-    assert is_permanent(exc) is permanent
+def test_refresh_decision_table(p: ProviderConfig, exc: Exception, kind: Failure) -> None:
+    assert classify(p, exc) is kind
 
 
 def _expired(api: Api, fake: FakeProvider, user: str = "alice") -> tuple[str, str]:

@@ -48,9 +48,9 @@ def _hammer(urls: list[str], token: str) -> list[dict]:
 
 
 def _assert_one_refresh_and_working(fake: FakeProvider, server_url: str, token: str,
-                                    results: list[dict]) -> None:
+                                    results: list[dict], refreshes: int = 1) -> None:
     assert [r["authenticated"] for r in results] == [True] * len(results)
-    assert fake.refreshes == 1
+    assert fake.refreshes == refreshes
     # the link works afterwards: the stored token validates at the provider
     after = httpx.get(f"{server_url}{FAKE}", headers={"Coder-Session-Token": token}).json()
     assert after["authenticated"] is True
@@ -140,3 +140,27 @@ def test_a_server_killed_after_the_refresh_leaves_a_working_link(
         assert fake.refreshes == 1  # the stored pair was fresh: no second refresh
     finally:
         restarted.stop()
+
+
+def test_a_refresh_dripping_past_the_timeout_is_never_run_twice_at_once(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    """Two workers, and a provider that answers the first refresh by dripping its
+    body for seconds: the call ends at the deadline, the lease outlives it, and
+    the other worker never presents the refresh token meanwhile."""
+    server = LiveServer(tmp_path, [fake.config()], "--workers", "2",
+                        env={"EXTAUTH_PROVIDER_TIMEOUT": "0.5",
+                             "EXTAUTH_REFRESH_RETRY_SECONDS": "2"}).start()
+    try:
+        token = _seed_expired(server, fake)
+        dripped = {"access_token": "never-stored", "refresh_token": "never-stored-r",
+                   "expires_in": 3600}
+        fake.script("token", Answer(json=dripped, drip=0.05))  # about 4 s of body
+        results = _hammer([f"{server.url}{FAKE}"] * N, token)
+        assert fake.most_in_flight["/token"] == 1
+        assert fake.refreshes == 2  # the dripping one, cut off, then one answered
+        _assert_one_refresh_and_working(fake, server.url, token, results, refreshes=2)
+        trail = [(e.action, e.outcome) for e in Store(server.db).audit_events()]
+        assert ("refresh", "superseded") not in trail
+    finally:
+        server.stop()

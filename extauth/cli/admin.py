@@ -12,6 +12,8 @@ import click
 from extauth import sessions
 from extauth.cli._base import cli_settings, config_option, db_option, main, open_store, say
 from extauth.crypto import Cipher
+from extauth.refresh import client_fingerprint
+from extauth.settings import Settings
 from extauth.store import DuplicateError, Store
 
 
@@ -109,11 +111,15 @@ def providers() -> None:
 
 @providers.command("list")
 @config_option
+@db_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text")
-def providers_list(config: str | None, as_json: bool) -> None:
-    """Show the effective provider configs after presets (secrets masked)."""
-    settings = cli_settings(config=config)
-    items = [p.masked() for p in settings.providers]
+def providers_list(config: str | None, db: str | None, as_json: bool) -> None:
+    """Show the effective provider configs after presets (secrets masked), and
+    any provider that refuses our client's credentials (from the database,
+    when it exists)."""
+    settings = cli_settings(config=config, db_path=db)
+    refused = _refusals(settings)
+    items = [{**p.masked(), "client_refused": refused.get(p.id)} for p in settings.providers]
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
@@ -122,8 +128,27 @@ def providers_list(config: str | None, as_json: bool) -> None:
     for item in items:
         click.echo(f"{item['id']} ({item['type']})")
         for key, value in item.items():
-            if key not in ("id", "type") and value not in ("", [], False):
+            if key not in ("id", "type", "client_refused") and value not in ("", [], False):
                 click.echo(f"  {key}: {' '.join(value) if isinstance(value, list) else value}")
+        if item["client_refused"]:
+            r = item["client_refused"]
+            click.echo(f"  refusing our client since {r['since']}: {r['reason']} "
+                       f"(next try {r['retry_at']})")
+
+
+def _refusals(settings: Settings) -> dict[str, dict[str, str]]:
+    """Current refusals of the configured clients, by provider id."""
+    if not settings.db_path.exists():
+        return {}
+    store = open_store(str(settings.db_path))
+    found = {}
+    for refusal in store.provider_refusals():
+        p = settings.provider(refusal.provider_id)
+        if p is not None and refusal.client_fingerprint == client_fingerprint(p):
+            found[p.id] = {"since": f"{refusal.refused_at:%Y-%m-%d %H:%M:%S}Z",
+                           "reason": refusal.reason,
+                           "retry_at": f"{refusal.retry_at:%Y-%m-%d %H:%M:%S}Z"}
+    return found
 
 
 @main.group()
@@ -147,17 +172,26 @@ def keys_status(db: str | None) -> None:
 
 
 def _reseal(store: Store, batch: int, verb: str) -> None:
-    total = failed = 0
-    while True:
-        done, bad = store.reseal_batch(batch)
+    """Every batch, page after page: links that cannot be decrypted are passed
+    over and named, so that the ones after them are still re-encrypted."""
+    total = 0
+    failed: list[tuple[int, str]] = []
+    after: tuple[int, str] | None = (0, "")
+    while after is not None:
+        done, bad, after = store.reseal_batch(batch, after)
         total += done
-        if done == 0:
-            failed = bad
-            break
-    say(f"{verb} {total} link(s)")
+        failed += bad
+    done, stuck = store.reseal_revocations()
+    say(f"{verb} {total} link(s) and {done} pending revocation(s)")
+    if stuck:
+        say(f"  cannot decrypt: {stuck} pending revocation(s)")
     if failed:
+        names = {u.id: u.name for u in store.list_users()}
+        for user_id, provider_id in failed:
+            say(f"  cannot decrypt: user {names.get(user_id, user_id)!r}, "
+                f"provider {provider_id!r}")
         raise click.ClickException(
-            f"{failed} link(s) are under a key that is not configured; add it to "
+            f"{len(failed)} link(s) are under a key that is not configured; add it to "
             "EXTAUTH_ENCRYPTION_KEYS and run this again")
 
 
@@ -196,6 +230,21 @@ def audit(db: str | None, user_name: str | None, provider_id: str | None, limit:
         at = f"{e.at:%Y-%m-%d %H:%M:%S}Z" if e.at else ""
         click.echo("\t".join([at, e.user_name, e.provider_id, e.action, e.outcome,
                               e.request_id, e.detail]))
+
+
+@main.command()
+@db_option
+def revocations(db: str | None) -> None:
+    """Show revocations the providers have not confirmed yet (never a token).
+
+    Each is retried by the server with a doubling backoff until the provider
+    confirms or the record expires.
+    """
+    for r in open_store(db).pending_revocations():
+        click.echo("\t".join([
+            f"{r.created_at:%Y-%m-%d %H:%M:%S}Z", r.user_name, r.provider_id, r.reason,
+            str(r.attempts), f"next {r.next_attempt_at:%Y-%m-%d %H:%M:%S}Z",
+            f"expires {r.expires_at:%Y-%m-%d}", r.last_error]))
 
 
 @main.group("config")

@@ -10,15 +10,24 @@ from __future__ import annotations
 
 from extauth.store._audit import AuditStore
 from extauth.store._base import MIGRATIONS, DuplicateError, StoreError, utcnow
-from extauth.store._links import LinksStore
+from extauth.store._providers import ProvidersStore
+from extauth.store._revocations import RevocationsStore
 from extauth.store._users import UsersStore
-from extauth.store.records import ApiKey, AuditEvent, Link, OAuthState, User
+from extauth.store.records import (
+    ApiKey,
+    AuditEvent,
+    Link,
+    OAuthState,
+    PendingRevocation,
+    ProviderRefusal,
+    User,
+)
 
 __all__ = [
-    "MIGRATIONS", "ApiKey", "AuditEvent", "DuplicateError", "Link", "OAuthState", "Store",
-    "StoreError", "User", "utcnow",
+    "MIGRATIONS", "ApiKey", "AuditEvent", "DuplicateError", "Link", "OAuthState",
+    "PendingRevocation", "ProviderRefusal", "Store", "StoreError", "User", "utcnow",
 ]
 
 
-class Store(UsersStore, LinksStore, AuditStore):
+class Store(UsersStore, RevocationsStore, ProvidersStore, AuditStore):
     """The database file, with one connection per thread, and every query."""

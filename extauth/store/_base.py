@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -40,6 +41,12 @@ def _dt(value: str | None) -> datetime | None:
     # What _ts writes, read by fromisoformat: about 50 times faster than
     # strptime, and a list of three links reads ten of these.
     return datetime.fromisoformat(value)
+
+
+def _named(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """A query's rows as dicts keyed by column name."""
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 # Numbered migrations; each runs once, in order, in its own transaction.
@@ -103,6 +110,38 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_events_at ON audit_events(at);
     CREATE INDEX audit_events_user_id ON audit_events(user_id, at);
     CREATE INDEX audit_events_provider_id ON audit_events(provider_id, at);
+    """,
+    """
+    ALTER TABLE external_auth_links ADD COLUMN token_lifetime INTEGER;
+    ALTER TABLE external_auth_links ADD COLUMN refresh_retry_at TEXT;
+    ALTER TABLE external_auth_links ADD COLUMN refresh_retry_reason TEXT NOT NULL DEFAULT '';
+    CREATE TABLE provider_refusals (
+        provider_id TEXT PRIMARY KEY,
+        client_fingerprint TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        refused_at TEXT NOT NULL,
+        retry_at TEXT NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE pending_revocations (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        user_name TEXT NOT NULL DEFAULT '',
+        provider_id TEXT NOT NULL,
+        access_token TEXT NOT NULL,
+        refresh_token TEXT NOT NULL DEFAULT '',
+        token_key_id TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX pending_revocations_next_attempt_at ON pending_revocations(next_attempt_at);
+    CREATE INDEX pending_revocations_user ON pending_revocations(user_id, provider_id);
     """,
 ]
 

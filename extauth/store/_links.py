@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from extauth.crypto import DecryptError
-from extauth.store._base import StoreBase, _dt, _ts, utcnow
+from extauth.store._base import StoreBase, _dt, _named, _ts, utcnow
 from extauth.store.records import Link
 
 _LINK_COLUMNS = (
     "user_id, provider_id, access_token, refresh_token, expires_at, extra, "
-    "refresh_failure_reason, created_at, updated_at, refresh_failed_at, version, token_key_id"
+    "refresh_failure_reason, created_at, updated_at, refresh_failed_at, version, token_key_id, "
+    "token_lifetime, refresh_retry_at, refresh_retry_reason"
 )
 _TOKEN_FIELDS = ("access_token", "refresh_token", "extra")
 
@@ -26,13 +27,14 @@ def _context(user_id: int, provider_id: str, column: str) -> str:
 class LinksStore(StoreBase):
     # -- external auth links ----------------------------------------------------
 
-    def _link(self, row: tuple[Any, ...]) -> Link:
-        user_id, provider_id, key = row[0], row[1], row[11]
+    def _link(self, row: dict[str, Any]) -> Link:
+        user_id, provider_id, key = row["user_id"], row["provider_id"], row["token_key_id"]
         plain: dict[str, str] = {}
         error = ""
         try:
-            for name, value in zip(_TOKEN_FIELDS, (row[2], row[3], row[5]), strict=True):
-                plain[name] = self.cipher.decrypt(value, key, _context(user_id, provider_id, name))
+            for name in _TOKEN_FIELDS:
+                plain[name] = self.cipher.decrypt(row[name], key,
+                                                  _context(user_id, provider_id, name))
         except DecryptError as exc:
             plain, error = {"access_token": "", "refresh_token": "", "extra": ""}, str(exc)
         return Link(
@@ -40,15 +42,18 @@ class LinksStore(StoreBase):
             provider_id=provider_id,
             access_token=plain["access_token"],
             refresh_token=plain["refresh_token"],
-            expires_at=_dt(row[4]),
+            expires_at=_dt(row["expires_at"]),
             extra=json.loads(plain["extra"]) if plain["extra"] else {},
-            refresh_failure_reason=row[6],
-            created_at=_dt(row[7]) or utcnow(),
-            updated_at=_dt(row[8]) or utcnow(),
-            refresh_failed_at=_dt(row[9]),
-            version=row[10],
+            refresh_failure_reason=row["refresh_failure_reason"],
+            created_at=_dt(row["created_at"]) or utcnow(),
+            updated_at=_dt(row["updated_at"]) or utcnow(),
+            refresh_failed_at=_dt(row["refresh_failed_at"]),
+            version=row["version"],
             key_id=key,
             decrypt_error=error,
+            lifetime=row["token_lifetime"],
+            refresh_retry_at=_dt(row["refresh_retry_at"]),
+            refresh_retry_reason=row["refresh_retry_reason"],
         )
 
     def _sealed(self, user_id: int, provider_id: str, access_token: str, refresh_token: str,
@@ -62,19 +67,19 @@ class LinksStore(StoreBase):
         ]
 
     def get_link(self, user_id: int, provider_id: str) -> Link | None:
-        row = self.db.execute(
+        rows = _named(self.db.execute(
             f"SELECT {_LINK_COLUMNS} FROM external_auth_links "
             "WHERE user_id = ? AND provider_id = ?",
             [user_id, provider_id],
-        ).fetchone()
-        return self._link(row) if row else None
+        ))
+        return self._link(rows[0]) if rows else None
 
     def links_for_user(self, user_id: int) -> list[Link]:
-        rows = self.db.execute(
+        rows = _named(self.db.execute(
             f"SELECT {_LINK_COLUMNS} FROM external_auth_links WHERE user_id = ? "
             "ORDER BY provider_id",
             [user_id],
-        ).fetchall()
+        ))
         return [self._link(r) for r in rows]
 
     def upsert_link(
@@ -85,24 +90,28 @@ class LinksStore(StoreBase):
         refresh_token: str,
         expires_at: datetime | None,
         extra: dict[str, Any] | None = None,
+        lifetime: int | None = None,
     ) -> Link:
         """Insert or replace the tokens of a link (a new link: any refresh failure is
-        forgotten), keeping its creation time."""
+        forgotten), keeping its creation time. ``lifetime``: the seconds the access
+        token was issued for."""
         now = _ts(utcnow())
         sealed = self._sealed(user_id, provider_id, access_token, refresh_token, extra)
         with self.immediate() as db:
             db.execute(
                 "INSERT INTO external_auth_links (user_id, provider_id, access_token, "
                 "refresh_token, expires_at, extra, refresh_failure_reason, created_at, "
-                "updated_at, token_key_id) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?) "
+                "updated_at, token_key_id, token_lifetime) "
+                "VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?) "
                 "ON CONFLICT (user_id, provider_id) DO UPDATE SET "
                 "access_token = excluded.access_token, refresh_token = excluded.refresh_token, "
                 "expires_at = excluded.expires_at, extra = excluded.extra, "
                 "refresh_failure_reason = '', refresh_failed_at = NULL, "
+                "refresh_retry_at = NULL, refresh_retry_reason = '', "
                 "token_key_id = excluded.token_key_id, version = version + 1, "
-                "updated_at = excluded.updated_at",
+                "token_lifetime = excluded.token_lifetime, updated_at = excluded.updated_at",
                 [user_id, provider_id, sealed[0], sealed[1], _ts(expires_at), sealed[2],
-                 now, now, self.cipher.primary_id],
+                 now, now, self.cipher.primary_id, lifetime],
             )
             link = self.get_link(user_id, provider_id)
         assert link is not None
@@ -114,6 +123,7 @@ class LinksStore(StoreBase):
         access_token: str,
         refresh_token: str,
         expires_at: datetime | None,
+        lifetime: int | None = None,
     ) -> Link | None:
         """Store refreshed tokens if the row is still the one ``link`` was read from
         (compare-and-swap on its version); None when someone else wrote first."""
@@ -123,10 +133,11 @@ class LinksStore(StoreBase):
             changed = db.execute(
                 "UPDATE external_auth_links SET access_token = ?, refresh_token = ?, "
                 "expires_at = ?, extra = ?, token_key_id = ?, version = version + 1, "
-                "updated_at = ?, lease_owner = '', lease_until = NULL "
+                "token_lifetime = ?, refresh_retry_at = NULL, refresh_retry_reason = '', "
+                "updated_at = ? "
                 "WHERE user_id = ? AND provider_id = ? AND version = ?",
                 [sealed[0], sealed[1], _ts(expires_at), sealed[2], self.cipher.primary_id,
-                 _ts(utcnow()), link.user_id, link.provider_id, link.version],
+                 lifetime, _ts(utcnow()), link.user_id, link.provider_id, link.version],
             ).rowcount
             return self.get_link(link.user_id, link.provider_id) if changed else None
 
@@ -137,10 +148,20 @@ class LinksStore(StoreBase):
             return db.execute(
                 "UPDATE external_auth_links SET refresh_token = '', "
                 "refresh_failure_reason = ?, refresh_failed_at = ?, version = version + 1, "
-                "lease_owner = '', lease_until = NULL "
+                "refresh_retry_at = NULL, refresh_retry_reason = '' "
                 "WHERE user_id = ? AND provider_id = ? AND version = ?",
                 [reason[:400], _ts(utcnow()), link.user_id, link.provider_id, link.version],
             ).rowcount > 0
+
+    def defer_refresh(self, link: Link, until: datetime, reason: str) -> None:
+        """Remember a refresh failure that may pass (the provider is down, slow or
+        refuses for a reason not about the token): no attempt before ``until``.
+        The tokens, and so the version, are untouched."""
+        self.db.execute(
+            "UPDATE external_auth_links SET refresh_retry_at = ?, refresh_retry_reason = ? "
+            "WHERE user_id = ? AND provider_id = ? AND version = ?",
+            [_ts(until), reason[:400], link.user_id, link.provider_id, link.version],
+        )
 
     def take_lease(self, user_id: int, provider_id: str, owner: str, until: datetime) -> bool:
         """Take (or renew) the refresh lease of a link unless another owner holds it."""
@@ -179,29 +200,35 @@ class LinksStore(StoreBase):
         ).fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def reseal_batch(self, batch: int = 100) -> tuple[int, int]:
+    def reseal_batch(self, batch: int = 100,
+                     after: tuple[int, str] = (0, "")) -> tuple[int, list[tuple[int, str]],
+                                                                tuple[int, str] | None]:
         """Re-encrypt up to ``batch`` links not under the primary key (or decrypt them
-        all when there is no key). Returns (rewritten, failed); run until (0, _)."""
+        when there is no key), in key order after ``after`` (user id, provider id).
+
+        Returns (rewritten, the keys of links that cannot be decrypted, where the next
+        batch starts or None when this was the last). The tokens do not change, so
+        neither does the row's version: a refresh in flight still writes its new pair.
+        """
         target = self.cipher.primary_id
+        failed: list[tuple[int, str]] = []
         with self.immediate() as db:
-            rows = db.execute(
+            rows = _named(db.execute(
                 f"SELECT {_LINK_COLUMNS} FROM external_auth_links WHERE token_key_id != ? "
-                "ORDER BY user_id, provider_id LIMIT ?",
-                [target, batch],
-            ).fetchall()
-            done = failed = 0
+                "AND (user_id, provider_id) > (?, ?) ORDER BY user_id, provider_id LIMIT ?",
+                [target, after[0], after[1], batch],
+            ))
             for row in rows:
                 link = self._link(row)
                 if link.decrypt_error:
-                    failed += 1
+                    failed.append((link.user_id, link.provider_id))
                     continue
                 sealed = self._sealed(link.user_id, link.provider_id, link.access_token,
                                       link.refresh_token, link.extra)
                 db.execute(
                     "UPDATE external_auth_links SET access_token = ?, refresh_token = ?, "
-                    "extra = ?, token_key_id = ?, version = version + 1 "
-                    "WHERE user_id = ? AND provider_id = ? AND version = ?",
-                    [*sealed, target, link.user_id, link.provider_id, link.version],
+                    "extra = ?, token_key_id = ? WHERE user_id = ? AND provider_id = ?",
+                    [*sealed, target, link.user_id, link.provider_id],
                 )
-                done += 1
-        return done, failed
+        last = (rows[-1]["user_id"], rows[-1]["provider_id"]) if len(rows) == batch else None
+        return len(rows) - len(failed), failed, last

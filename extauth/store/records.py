@@ -49,8 +49,14 @@ class Link:
     extra: dict[str, Any] = field(default_factory=dict)
     refresh_failure_reason: str = ""
     refresh_failed_at: datetime | None = None
-    # Bumped by every write: a write that depends on what was read checks it.
+    # Bumped by every write of the tokens: a write that depends on what was
+    # read checks it. Re-encrypting the same tokens does not bump it.
     version: int = 1
+    # Seconds the access token was issued for (None: unknown, or no expiry).
+    lifetime: int | None = None
+    # After a failed refresh that may succeed later: no attempt before this.
+    refresh_retry_at: datetime | None = None
+    refresh_retry_reason: str = ""
     # The encryption key of the tokens ("" = stored plain).
     key_id: str = ""
     # Why the tokens could not be decrypted ("" when they could).
@@ -72,3 +78,40 @@ class AuditEvent:
     detail: str = ""
     request_id: str = ""
     at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ProviderRefusal:
+    """A provider refused our client's credentials on a refresh: refreshes at
+    it pause until ``retry_at``, for the client config it refused."""
+
+    provider_id: str
+    client_fingerprint: str
+    reason: str
+    failures: int
+    refused_at: datetime
+    retry_at: datetime
+
+
+@dataclass(frozen=True)
+class PendingRevocation:
+    """Tokens of a grant that must be revoked at the provider, kept (sealed like
+    link tokens) until the provider confirms or the record expires."""
+
+    id: str
+    user_id: int
+    user_name: str
+    provider_id: str
+    access_token: str
+    refresh_token: str
+    reason: str
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    expires_at: datetime
+    key_id: str = ""
+    decrypt_error: str = ""
+
+    def __repr__(self) -> str:  # never print tokens
+        return f"PendingRevocation(id={self.id!r}, provider_id={self.provider_id!r})"
