@@ -34,11 +34,15 @@ from extauth.providers.oauth import (
 )
 from extauth.refresh import Refresher, failure_text
 from extauth.revocations import Revocations
-from extauth.sessions import Session, authenticate
+from extauth.sessions import Session, authenticate, hash_secret
 from extauth.settings import ProviderConfig, Settings
-from extauth.store import Link, OAuthState, Store, StoreError, utcnow
+from extauth.store import DeviceGrant, Link, OAuthState, Store, StoreError, utcnow
 from extauth.verdicts import Verdicts
 from extauth.webflow import STATE_TTL, hash_state, pkce_challenge, same_site
+
+# How long a device code is honoured when the provider does not say (RFC 8628
+# leaves expires_in required; GitHub's is 900 seconds).
+DEVICE_CODE_TTL_S = 900
 
 
 @dataclass(frozen=True)
@@ -213,16 +217,30 @@ class Links:
                                         tokens.refresh_token or link.refresh_token)
 
     async def start_device(self, session: Session, provider_id: str) -> DeviceAuthorization:
+        """Start a device authorization at the provider, bound to the caller."""
         p = self.provider(provider_id)
         if not p.device_flow:
             raise BadRequestError("Git auth device flow not supported.")
-        return await self.client.device_authorize(p)
+        device = await self.client.device_authorize(p)
+        lifetime = timedelta(seconds=device.expires_in or DEVICE_CODE_TTL_S)
+        await self._db(self.store.insert_device_grant, hash_secret(device.device_code),
+                       DeviceGrant(session.user_id, p.id, utcnow() + lifetime))
+        return device
 
     async def exchange_device(self, session: Session, provider_id: str, device_code: str) -> Link:
-        """Poll the provider once; on success store the link."""
+        """Poll the provider once with a device code the caller started; on success
+        store the link."""
         p = self.provider(provider_id)
         if not p.device_flow:
             raise BadRequestError("Git auth provider does not support device flow.")
+        code_hash = hash_secret(device_code)
+        grant = await self._db(self.store.device_grant, code_hash)
+        if grant is None or grant.user_id != session.user_id or grant.provider_id != p.id:
+            # Unknown, or started by someone else (or for another provider): all
+            # look alike, and the provider is not asked.
+            raise BadRequestError("Failed to exchange device code.", detail="invalid_grant")
+        if grant.expires_at <= utcnow():
+            raise BadRequestError("Failed to exchange device code.", detail="expired_token")
         try:
             tokens = await self.client.device_exchange(p, device_code)
         except OAuthError as exc:
@@ -232,6 +250,7 @@ class Links:
             raise BadRequestError(
                 "Failed to exchange device code.", detail=exc.code, headers=headers
             ) from None
+        await self._db(self.store.delete_device_grant, code_hash)
         return await self._store_tokens(session, p, tokens, "device")
 
     async def _store_tokens(self, session: Session, p: ProviderConfig, tokens: TokenSet,

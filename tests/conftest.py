@@ -122,3 +122,11 @@ def expire(api: Api, user: str = "alice", provider: str = "fake") -> None:
     assert stored is not None
     api.store.upsert_link(stored.user_id, provider, stored.access_token, stored.refresh_token,
                           expires_at(-60), stored.extra)
+
+
+def started_device_code(api: Api, headers: dict[str, str], provider: str = "fake") -> str:
+    """Start a device flow as the caller of ``headers``; its device code."""
+    r = api.get(f"/api/v2/external-auth/{provider}/device", headers=headers)
+    assert r.status_code == 200, r.text
+    code: str = r.json()["device_code"]
+    return code

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from extauth.cli import main
 from extauth.store import AuditEvent, utcnow
-from tests.conftest import Api, expire, link
+from tests.conftest import Api, expire, link, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
 FAKE = "/api/v2/external-auth/fake"
@@ -23,8 +23,9 @@ def test_link_refresh_validate_unlink_and_revoke_are_recorded(api: Api, fake: Fa
     headers = {**api.login(), "X-Request-Id": "req-42"}
     fake.script("token", Answer(json={"access_token": "gho_AUDIT_AT", "refresh_token": "ghr_RT",
                                       "expires_in": 60}))
+    code = started_device_code(api, headers)
     assert api.post(f"{FAKE}/device", headers=headers,
-                    json={"device_code": "dc_AUDIT"}).status_code == 204
+                    json={"device_code": code}).status_code == 204
     expire(api)
     fake.access["x"] = "octocat"
     fake.script("token", Answer(json={"access_token": "gho_AUDIT_AT2", "expires_in": 3600}))
@@ -43,7 +44,7 @@ def test_link_refresh_validate_unlink_and_revoke_are_recorded(api: Api, fake: Fa
     assert all(e.user_id == api.user_id("alice") for e in events)
     rows = api.store.db.execute("SELECT * FROM audit_events").fetchall()
     assert not [r for r in rows if "AUDIT_AT" in repr(r) or "ghr_RT" in repr(r)
-                or "dc_AUDIT" in repr(r)]
+                or code in repr(r)]
 
 
 def test_refresh_failures_are_recorded_with_their_class(make_api, fake: FakeProvider) -> None:

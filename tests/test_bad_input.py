@@ -31,7 +31,7 @@ from extauth.app import load_spec
 from extauth.errors import NOT_FOUND, SIGNED_OUT
 from extauth.sessions import MISSING_DETAIL
 from tests.conftest import Api, link
-from tests.fake_provider import FakeProvider
+from tests.fake_provider import Answer, FakeProvider
 from tests.live import LiveServer
 
 SPEC = load_spec()
@@ -183,8 +183,17 @@ def test_an_escaped_lone_surrogate_is_400_not_500(
     assert fake.requests == []
 
 
+def _issued(api: Api, fake: FakeProvider, headers: dict[str, str], code: str) -> None:
+    """Have the fake issue ``code`` to a device flow the caller starts."""
+    fake.script("device", Answer(json={"device_code": code, "user_code": "U",
+                                       "verification_uri": f"{fake.url}/device",
+                                       "expires_in": 900, "interval": 5}))
+    assert api.get(DEVICE, headers=headers).json()["device_code"] == code
+
+
 def test_a_surrogate_pair_is_a_character(api: Api, fake: FakeProvider,
                                          alice: dict[str, str]) -> None:
+    _issued(api, fake, alice, "dc_\U0001f511")
     with unchanged(db(api)):
         r = api.post(DEVICE, headers={**alice, **JSON},
                      content=b'{"device_code": "dc_\\ud83d\\udd11"}')
@@ -245,6 +254,8 @@ def test_duplicate_keys_the_last_one_wins_as_in_coder(
 ) -> None:
     """RFC 8259 leaves duplicate names undefined; Go's decoder, like Python's,
     keeps the last."""
+    _issued(api, fake, alice, "dc_last")
+    fake.requests.clear()
     with unchanged(db(api)):
         r = api.post(DEVICE, headers={**alice, **JSON},
                      content=b'{"device_code": "dc_first", "device_code": ""}')

@@ -13,7 +13,7 @@ from extauth.cli import main
 from extauth.crypto import Cipher, DecryptError, KeyConfigError, key_id, keys_from_env, parse_keys
 from extauth.links import expires_at
 from extauth.store import Store
-from tests.conftest import expire
+from tests.conftest import expire, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
 K1, K2 = os.urandom(32), os.urandom(32)
@@ -73,7 +73,7 @@ def test_no_token_is_ever_in_the_file_in_plain_text(make_api, fake: FakeProvider
                                       "refresh_token": "ghr_PLAINREFRESH1",
                                       "authed_user": {"access_token": "xoxp-PLAINUSER1"}}))
     assert api.post("/api/v2/external-auth/fake/device", headers=headers,
-                    json={"device_code": "dc"}).status_code == 204
+                    json={"device_code": started_device_code(api, headers)}).status_code == 204
     expire(api)
     fake.script("token", Answer(json={"access_token": "gho_PLAINACCESS2",
                                       "refresh_token": "ghr_PLAINREFRESH2"}))

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from tests.conftest import Api
+from tests.conftest import Api, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
 DEVICE = "/api/v2/external-auth/fake/device"
@@ -93,7 +93,10 @@ def test_device_start_rate_limited_without_header_has_a_default_retry_after(
     assert r.headers["retry-after"] == "60"
 
 
-def _exchange(api: Api, headers: dict[str, str], code: str = "dc_x"):  # type: ignore[no-untyped-def]
+def _exchange(api: Api, headers: dict[str, str],  # type: ignore[no-untyped-def]
+              code: str | None = None):
+    """Exchange ``code``, or the code of a device flow started for the caller now."""
+    code = code or started_device_code(api, headers)
     return api.post(DEVICE, headers=headers, json={"device_code": code})
 
 
@@ -197,16 +200,18 @@ def test_exchange_provider_failure_keeps_the_stored_link(
 
 
 def test_exchange_never_echoes_the_device_code_or_secret(api: Api, fake: FakeProvider) -> None:
-    fake.script("token", Answer(status=500, text=f"bad code dc_secret123 {fake.CLIENT_SECRET}"))
-    r = _exchange(api, api.login(), "dc_secret123")
+    headers = api.login()
+    code = started_device_code(api, headers)
+    fake.script("token", Answer(status=500, text=f"bad code {code} {fake.CLIENT_SECRET}"))
+    r = _exchange(api, headers, code)
     assert r.status_code == 502
-    assert "dc_secret123" not in r.text
+    assert code not in r.text
     assert fake.CLIENT_SECRET not in r.text
 
 
 def test_exchange_without_device_flow_is_400(make_api, fake: FakeProvider) -> None:
     api = make_api(fake.config(device_flow=False))
-    r = _exchange(api, api.login())
+    r = _exchange(api, api.login(), "dc_x")
     assert r.status_code == 400
     assert r.json() == {"message": "Git auth provider does not support device flow."}
 
@@ -241,3 +246,34 @@ def test_exchange_without_body_is_400(api: Api) -> None:
     assert r.status_code == 400
     assert r.headers["content-type"] == "application/json"
     assert r.json()["message"]
+
+
+def test_a_device_code_works_only_for_the_user_who_started_the_flow(
+    api: Api, fake: FakeProvider
+) -> None:
+    """Someone who learns another user's approved device code (a log, a shared
+    screen) gets the same answer as for a code that never existed."""
+    alice, mallory = api.login("alice"), api.login("mallory")
+    code = started_device_code(api, alice)
+    fake.approve(code)
+    stolen = _exchange(api, mallory, code)
+    unknown = _exchange(api, mallory, "dc_never_issued")
+    assert stolen.status_code == unknown.status_code == 400
+    assert stolen.json() == unknown.json() == {"message": "Failed to exchange device code.",
+                                               "detail": "invalid_grant"}
+    assert not fake.seen("token")  # the provider was never asked
+    assert api.store.get_link(api.user_id("mallory"), "fake") is None
+    assert _exchange(api, alice, code).status_code == 204
+    assert api.store.get_link(api.user_id("alice"), "fake") is not None
+    assert _exchange(api, alice, code).json()["detail"] == "invalid_grant"  # used up
+
+
+def test_a_device_code_is_bound_to_its_provider(make_api, fake: FakeProvider) -> None:
+    api = make_api(fake.config(), fake.config(id="other"))
+    headers = api.login()
+    code = started_device_code(api, headers, "other")
+    fake.approve(code)
+    r = _exchange(api, headers, code)  # at /fake
+    assert (r.status_code, r.json()["detail"]) == (400, "invalid_grant")
+    assert api.post("/api/v2/external-auth/other/device", headers=headers,
+                    json={"device_code": code}).status_code == 204

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from extauth.links import expires_at
-from tests.conftest import Api, link
+from tests.conftest import Api, link, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
 FAKE = "/api/v2/external-auth/fake"
@@ -244,7 +244,8 @@ def test_users_never_see_or_change_each_others_links(api: Api, fake: FakeProvide
     assert api.get(FAKE, headers=alice).json()["authenticated"] is True
     # bob links his own; alice's stays hers
     fake.script("token", Answer(json={"access_token": "bobs"}))
-    r = api.post(FAKE + "/device", headers=bob, json={"device_code": "dc"})
+    r = api.post(FAKE + "/device", headers=bob,
+                 json={"device_code": started_device_code(api, bob)})
     assert r.status_code == 204
     alices = api.store.get_link(api.user_id("alice"), "fake")
     assert alices is not None and alices.access_token != "bobs"

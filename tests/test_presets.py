@@ -11,7 +11,7 @@ import pytest
 
 from extauth.providers.presets import ENTRA_RESOURCE
 from extauth.settings import ConfigError, load_providers
-from tests.conftest import Api, link
+from tests.conftest import Api, link, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
 
@@ -228,8 +228,9 @@ def test_github_code_exchange_sends_the_secret_in_the_form(make_api, fake: FakeP
 
 def test_slow_down_interval_becomes_retry_after(api: Api, fake: FakeProvider) -> None:
     fake.script("token", Answer(form={"error": "slow_down", "interval": "10"}))
-    r = api.post("/api/v2/external-auth/fake/device", headers=api.login(),
-                 json={"device_code": "dc"})
+    headers = api.login()
+    r = api.post("/api/v2/external-auth/fake/device", headers=headers,
+                 json={"device_code": started_device_code(api, headers)})
     assert (r.status_code, r.json()["detail"]) == (400, "slow_down")
     assert r.headers["retry-after"] == "10"
 

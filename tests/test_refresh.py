@@ -9,7 +9,7 @@ from extauth.links import expires_at
 from extauth.providers.oauth import OAuthError
 from extauth.refresh import Failure, classify
 from extauth.settings import ProviderConfig, build_provider
-from tests.conftest import Api, link
+from tests.conftest import Api, link, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
 FAKE = "/api/v2/external-auth/fake"
@@ -121,7 +121,7 @@ def test_permanent_failure_is_recorded_and_not_retried(api: Api, fake: FakeProvi
     fake.script("token", Answer(json={"access_token": "again", "refresh_token": "again-r"}))
     fake.access["again"] = "octocat"
     assert api.post(f"{FAKE}/device", headers=headers,
-                    json={"device_code": "dc"}).status_code == 204
+                    json={"device_code": started_device_code(api, headers)}).status_code == 204
     assert _stored(api).refresh_failure_reason == ""
     assert api.get(FAKE, headers=headers).json()["authenticated"] is True
 

@@ -16,6 +16,7 @@ from extauth.store._users import UsersStore
 from extauth.store.records import (
     ApiKey,
     AuditEvent,
+    DeviceGrant,
     Link,
     OAuthState,
     PendingRevocation,
@@ -24,7 +25,7 @@ from extauth.store.records import (
 )
 
 __all__ = [
-    "MIGRATIONS", "ApiKey", "AuditEvent", "DuplicateError", "Link", "OAuthState",
+    "MIGRATIONS", "ApiKey", "AuditEvent", "DeviceGrant", "DuplicateError", "Link", "OAuthState",
     "PendingRevocation", "ProviderRefusal", "Store", "StoreError", "User", "utcnow",
 ]
 

@@ -143,6 +143,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX pending_revocations_next_attempt_at ON pending_revocations(next_attempt_at);
     CREATE INDEX pending_revocations_user ON pending_revocations(user_id, provider_id);
     """,
+    """
+    CREATE TABLE device_authorizations (
+        code_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        provider_id TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX device_authorizations_expires_at ON device_authorizations(expires_at);
+    """,
 ]
 
 

@@ -1,4 +1,4 @@
-"""Users, session keys and pending web authorizations."""
+"""Users, session keys, and pending web and device authorizations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sqlite3
 from datetime import datetime
 
 from extauth.store._base import DuplicateError, StoreBase, _dt, _ts, utcnow
-from extauth.store.records import ApiKey, OAuthState, User
+from extauth.store.records import ApiKey, DeviceGrant, OAuthState, User
 
 
 class UsersStore(StoreBase):
@@ -88,3 +88,24 @@ class UsersStore(StoreBase):
                 return None
             db.execute("DELETE FROM oauth_states WHERE state_hash = ?", [state_hash])
         return OAuthState(row[0], row[1], row[2], row[3], _dt(row[4]) or utcnow())
+
+    # -- device authorizations --------------------------------------------------------
+
+    def insert_device_grant(self, code_hash: str, grant: DeviceGrant) -> None:
+        """Remember who started a device authorization (and forget the expired ones)."""
+        with self.immediate() as db:
+            db.execute("DELETE FROM device_authorizations WHERE expires_at < ?", [_ts(utcnow())])
+            db.execute(
+                "INSERT OR REPLACE INTO device_authorizations (code_hash, user_id, provider_id, "
+                "expires_at) VALUES (?, ?, ?, ?)",
+                [code_hash, grant.user_id, grant.provider_id, _ts(grant.expires_at)],
+            )
+
+    def device_grant(self, code_hash: str) -> DeviceGrant | None:
+        row = self.db.execute(
+            "SELECT user_id, provider_id, expires_at FROM device_authorizations "
+            "WHERE code_hash = ?", [code_hash]).fetchone()
+        return DeviceGrant(row[0], row[1], _dt(row[2]) or utcnow()) if row else None
+
+    def delete_device_grant(self, code_hash: str) -> None:
+        self.db.execute("DELETE FROM device_authorizations WHERE code_hash = ?", [code_hash])

@@ -36,6 +36,15 @@ class OAuthState:
 
 
 @dataclass(frozen=True)
+class DeviceGrant:
+    """A device authorization this server started: whose, at which provider, until when."""
+
+    user_id: int
+    provider_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class Link:
     """A user's stored link to one provider. ``expires_at`` None = never expires."""
 
