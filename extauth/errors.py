@@ -22,6 +22,13 @@ SIGNED_OUT = "You are signed out or your session has expired. Please sign in aga
 NOT_FOUND = "Resource not found or you do not have access to this resource"
 
 
+def clip(text: str, limit: int = 200) -> str:
+    """A text quoted in an error, on one line and at most ``limit`` characters:
+    what a provider or a client sent may be of any length."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 @dataclass(frozen=True)
 class Validation:
     """One field-level problem of a request."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.responses import RedirectResponse, Response
 
-from extauth.errors import BadRequestError
+from extauth.errors import BadRequestError, clip
 from extauth.links import LinkState, ProviderState
 from extauth.providers.oauth import ProviderUser
 from extauth.sessions import Session
@@ -138,7 +138,8 @@ async def external_auth_callback(
     session: Session = token_info["session"]
     if error:
         detail = " ".join(x for x in (error_description, error_uri) if x)
-        raise BadRequestError(f"Encountered error in oidc process: {error}", detail=detail)
+        raise BadRequestError(f"Encountered error in oidc process: {clip(error, 64)}",
+                              detail=clip(detail))
     if code is None:
         target = await links.start_web(session, externalauth, redirect)
     else:

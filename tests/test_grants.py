@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import yaml
@@ -20,7 +21,7 @@ from extauth.cli import main
 from extauth.crypto import Cipher, key_id
 from extauth.links import expires_at
 from extauth.store import Store
-from tests.conftest import Api, expire, link
+from tests.conftest import Api, expire, link, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
 FAKE = "/api/v2/external-auth/fake"
@@ -187,11 +188,15 @@ def test_a_revocation_the_provider_did_not_confirm_is_retried(make_api,
     assert "503" in body["token_revocation_error"]
     assert "keeps trying" in body["token_revocation_error"]
     assert api.store.get_link(api.user_id("alice"), "fake") is None
-    wait_until(lambda: not api.store.pending_revocations())
+
+    def trail() -> list[tuple[str, str]]:
+        return [(e.action, e.outcome) for e in reversed(api.store.audit_events())]
+
+    wait_until(lambda: ("revoke", "ok") in trail())
+    assert trail()[-3:] == [("unlink", ""), ("revoke", "failed"), ("revoke", "ok")]
+    assert api.store.pending_revocations() == []
     assert refresh in fake.revoked
     assert len(fake.seen("revoke")) == 3
-    trail = [(e.action, e.outcome) for e in reversed(api.store.audit_events())]
-    assert trail[-3:] == [("unlink", ""), ("revoke", "failed"), ("revoke", "ok")]
 
 
 def test_pending_revocations_are_listed_without_tokens(make_api, fake: FakeProvider) -> None:
@@ -223,7 +228,7 @@ def test_tokens_refreshed_while_unlinking_are_revoked(api: Api, fake: FakeProvid
         assert api.delete(FAKE, headers=headers).status_code == 200
         pending.result()
     [new_refresh] = [r for r in fake.refresh if r != old_refresh]
-    wait_until(lambda: new_refresh in fake.revoked)
+    assert new_refresh in fake.revoked  # before the request that refreshed answered
     assert fake.refresh[new_refresh] in fake.revoked  # its access token with it
     assert api.store.get_link(api.user_id("alice"), "fake") is None
     assert not api.store.pending_revocations()
@@ -245,3 +250,53 @@ def test_linking_again_drops_a_grant_wide_revocation(make_api, fake: FakeProvide
                     json={"device_code": device["device_code"]}).status_code == 204
     assert api.store.pending_revocations() == []
     assert ("revoke", "superseded") in [(e.action, e.outcome) for e in api.store.audit_events()]
+
+
+# -- what a provider says, as clients see it ------------------------------------------
+
+
+def test_a_device_exchange_error_is_cut_and_scrubbed(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    code = started_device_code(api, headers)
+    echo = f"{code} {fake.CLIENT_SECRET} " * 200
+    fake.script("token", Answer(status=400, json={"error": f"{code}_x{'y' * 5000}",
+                                                  "error_description": echo}))
+    r = api.post(f"{FAKE}/device", headers=headers, json={"device_code": code})
+    assert r.status_code == 400
+    detail = r.json()["detail"]
+    assert len(detail) <= 70 and detail.startswith("****_xyyy")
+    assert code not in r.text and fake.CLIENT_SECRET not in r.text
+
+
+def test_a_refresh_failure_shown_to_clients_is_cut_and_scrubbed(api: Api,
+                                                                fake: FakeProvider) -> None:
+    headers = api.login()
+    _, refresh = link(api, fake, expires_in=-60)
+    fake.script("token", Answer(status=400, json={
+        "error": "invalid_grant",
+        "error_description": f"refresh token {refresh} is revoked\n" + "z" * 10_000}))
+    [listed] = api.get(LIST, headers=headers).json()["links"]
+    assert "invalid_grant: refresh token **** is revoked z" in listed["validate_error"]
+    assert refresh not in listed["validate_error"] and len(listed["validate_error"]) < 400
+
+
+def test_a_code_exchange_error_never_echoes_the_code_or_verifier(api: Api,
+                                                                 fake: FakeProvider) -> None:
+    headers = api.login()
+    r = api.get("/external-auth/fake/callback", headers=headers, follow_redirects=False)
+    back = httpx.get(r.headers["location"], follow_redirects=False).headers["location"]
+    code = parse_qs(urlsplit(back).query)["code"][0]
+    fake.script("token", Answer(status=400, json={"error": "invalid_grant",
+                                                  "error_description": f"bad {code} " * 50}))
+    # the verifier is echoed too: the fake's answer cannot know it, so check what was sent
+    r = api.get(back, headers=headers, follow_redirects=False)
+    verifier = fake.seen("token")[0].form["code_verifier"]
+    assert r.status_code == 500
+    assert code not in r.text and verifier not in r.text and len(r.json()["detail"]) < 300
+
+
+def test_a_huge_provider_error_in_the_callback_is_cut(api: Api) -> None:
+    r = api.get("/external-auth/fake/callback", headers=api.login(),
+                params={"error": "e" * 5000, "error_description": "d" * 50_000})
+    assert r.status_code == 400
+    assert len(r.json()["message"]) < 120 and len(r.json()["detail"]) <= 203

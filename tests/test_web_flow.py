@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
+from extauth.crypto import key_id
 from extauth.links import hash_state
 from tests.conftest import Api
 from tests.fake_provider import Answer, FakeProvider
@@ -16,8 +18,9 @@ from tests.fake_provider import Answer, FakeProvider
 CALLBACK = "/external-auth/fake/callback"
 
 
-def _start(api: Api, headers: dict[str, str], **params: str) -> dict[str, str]:
-    r = api.get(CALLBACK, headers=headers, params=params, follow_redirects=False)
+def _start(api: Api, headers: dict[str, str], _path: str = CALLBACK,
+           **params: str) -> dict[str, str]:
+    r = api.get(_path, headers=headers, params=params, follow_redirects=False)
     assert r.status_code == 307, r.text
     location = r.headers["location"]
     return {"url": location, **{k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}}
@@ -85,6 +88,9 @@ def test_default_redirect_is_the_providers_status(api: Api, fake: FakeProvider) 
     ("https://evil.example/steal?x=1", "/steal?x=1"),
     ("//evil.example/steal", "/steal"),
     ("javascript:alert(1)", "/api/v2/external-auth/fake"),
+    # browsers read a backslash as a slash: "/\\evil" is "//evil", another site
+    ("/\\evil.example/steal", "/api/v2/external-auth/fake"),
+    ("/ok\\..\\x", "/api/v2/external-auth/fake"),
 ])
 def test_redirect_is_reduced_to_path_and_query(
     api: Api, fake: FakeProvider, redirect: str, expected: str
@@ -109,6 +115,31 @@ def test_another_users_state_is_refused(api: Api, fake: FakeProvider) -> None:
     assert (r.status_code, r.json()["message"]) == (401, "State mismatched.")
     assert api.store.get_link(api.user_id("alice"), "fake") is None
     assert fake.seen("token") == []
+
+
+def test_a_state_is_bound_to_its_provider(make_api, fake: FakeProvider) -> None:
+    """A state started for one provider cannot finish the flow at another."""
+    api = make_api(fake.config(), fake.config(id="other"))
+    headers = api.login()
+    back = _provider_approves(_start(api, headers, _path="/external-auth/other/callback"))
+    assert back.startswith("/external-auth/other/callback?")
+    r = api.get(back.replace("/other/", "/fake/"), headers=headers, follow_redirects=False)
+    assert (r.status_code, r.json()["message"]) == (401, "State mismatched.")
+    assert fake.seen("token") == []
+    assert api.store.get_link(api.user_id("alice"), "fake") is None
+
+
+def test_the_pkce_verifier_is_sealed_when_keys_are_set(make_api, fake: FakeProvider) -> None:
+    key = os.urandom(32)
+    api = make_api(fake.config(), encryption_keys=(key,))
+    headers = api.login()
+    started = _start(api, headers)
+    [(stored,)] = api.store.db.execute("SELECT code_verifier FROM oauth_states").fetchall()
+    assert stored.startswith(f"{key_id(key)}:")
+    back = _provider_approves(started)
+    assert api.get(back, headers=headers, follow_redirects=False).status_code == 307
+    verifier = fake.seen("token")[0].form["code_verifier"]  # the fake checked it
+    assert verifier and verifier not in stored
 
 
 def test_an_expired_state_is_refused(api: Api, fake: FakeProvider) -> None:

@@ -24,13 +24,16 @@ from urllib.parse import parse_qs, quote
 
 import httpx
 
-from extauth.errors import ProviderError, ProviderRateLimitedError
+from extauth.errors import ProviderError, ProviderRateLimitedError, clip
 from extauth.providers import transport
 from extauth.settings import ProviderConfig
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEFAULT_RETRY_AFTER = 60
 _SNIPPET = 200
+# RFC 6749 5.2: error codes are %x20-21 / %x23-5B / %x5D-7E.
+_CODE_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '"\\')
+_CODE_LIMIT = 64
 
 
 class OAuthError(Exception):
@@ -95,18 +98,24 @@ class Revocation:
     error: str = ""
 
 
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+def _scrub(text: str, secrets: tuple[str, ...], limit: int = _SNIPPET) -> str:
+    """Provider text fit to show: one line, at most ``limit`` characters, with
+    every secret of the call (tokens, codes, verifier, client secret) masked.
+    A provider may echo what it was sent, at any length."""
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "****")
-    return text
+    return clip(text, limit)
 
 
 def _snippet(resp: httpx.Response, secrets: tuple[str, ...]) -> str:
-    text = resp.text.strip().replace("\n", " ")
-    if len(text) > _SNIPPET:
-        text = text[:_SNIPPET] + "..."
-    return _scrub(text, secrets)
+    return _scrub(resp.text, secrets)
+
+
+def _code(value: Any, secrets: tuple[str, ...]) -> str:
+    """An OAuth error code as clients poll on it: RFC 6749's characters, short."""
+    code = "".join(c for c in _str(value) if c in _CODE_CHARS)
+    return _scrub(code, secrets, _CODE_LIMIT)
 
 
 def parse_body(resp: httpx.Response) -> dict[str, Any] | None:
@@ -259,7 +268,7 @@ class OAuthClient:
         body = parse_body(resp)
         if body is not None and _str(body.get("error")):
             raise OAuthError(
-                _str(body["error"]),
+                _code(body["error"], secrets),
                 _scrub(_str(body.get("error_description")), secrets),
                 _int(body.get("interval")) or None,
                 resp.status_code,
@@ -508,7 +517,7 @@ class OAuthClient:
         body = parse_body(resp) if resp.status_code == success else None
         if body is not None and body.get("ok") is False:
             # Slack answers 200 {"ok": false, "error": "..."} when it did not revoke.
-            return Revocation(False, f"failed to revoke token: {_str(body.get('error'))}")
+            return Revocation(False, f"failed to revoke token: {_code(body.get('error'), secrets)}")
         if resp.status_code == success:
             return Revocation(revoked=True)
         return Revocation(

@@ -151,6 +151,7 @@ MIGRATIONS: list[str] = [
         expires_at TEXT NOT NULL
     );
     CREATE INDEX device_authorizations_expires_at ON device_authorizations(expires_at);
+    ALTER TABLE oauth_states ADD COLUMN verifier_key_id TEXT NOT NULL DEFAULT '';
     """,
 ]
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from extauth.store._base import DuplicateError, StoreBase, _dt, _ts, utcnow
+from extauth.crypto import DecryptError
+from extauth.store._base import DuplicateError, StoreBase, _dt, _named, _ts, utcnow
 from extauth.store.records import ApiKey, DeviceGrant, OAuthState, User
+
+
+def _verifier_context(state_hash: str) -> str:
+    return f"oauth_states/{state_hash}/code_verifier"
 
 
 class UsersStore(StoreBase):
@@ -66,28 +71,41 @@ class UsersStore(StoreBase):
     # -- pending web authorizations ---------------------------------------------------
 
     def insert_oauth_state(self, state_hash: str, state: OAuthState) -> None:
-        """Remember a pending authorization (and forget the expired ones)."""
+        """Remember a pending authorization (and forget the expired ones). The PKCE
+        verifier is sealed like tokens: with it and the code, anyone could finish
+        the flow."""
+        verifier = self.cipher.encrypt(state.code_verifier, _verifier_context(state_hash))
         with self.immediate() as db:
             db.execute("DELETE FROM oauth_states WHERE expires_at < ?", [_ts(utcnow())])
             db.execute(
                 "INSERT INTO oauth_states (state_hash, user_id, provider_id, code_verifier, "
-                "redirect, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [state_hash, state.user_id, state.provider_id, state.code_verifier,
-                 state.redirect, _ts(state.expires_at)],
+                "verifier_key_id, redirect, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [state_hash, state.user_id, state.provider_id, verifier,
+                 self.cipher.primary_id if state.code_verifier else "", state.redirect,
+                 _ts(state.expires_at)],
             )
 
     def take_oauth_state(self, state_hash: str) -> OAuthState | None:
-        """Remove and return a pending authorization: each state is used once."""
+        """Remove and return a pending authorization: each state is used once. A
+        verifier that cannot be decrypted (its key is gone) is returned empty, and
+        the provider refuses the code."""
         with self.immediate() as db:
-            row = db.execute(
-                "SELECT user_id, provider_id, code_verifier, redirect, expires_at "
-                "FROM oauth_states WHERE state_hash = ?",
+            rows = _named(db.execute(
+                "SELECT user_id, provider_id, code_verifier, verifier_key_id, redirect, "
+                "expires_at FROM oauth_states WHERE state_hash = ?",
                 [state_hash],
-            ).fetchone()
-            if row is None:
+            ))
+            if not rows:
                 return None
             db.execute("DELETE FROM oauth_states WHERE state_hash = ?", [state_hash])
-        return OAuthState(row[0], row[1], row[2], row[3], _dt(row[4]) or utcnow())
+        row = rows[0]
+        try:
+            verifier = self.cipher.decrypt(row["code_verifier"], row["verifier_key_id"],
+                                           _verifier_context(state_hash))
+        except DecryptError:
+            verifier = ""
+        return OAuthState(row["user_id"], row["provider_id"], verifier, row["redirect"],
+                          _dt(row["expires_at"]) or utcnow())
 
     # -- device authorizations --------------------------------------------------------
 
