@@ -54,7 +54,7 @@ from extauth.links import Links
 from extauth.providers.oauth import OAuthClient
 from extauth.sessions import Session
 from extauth.settings import Settings, load_settings
-from extauth.store import Store
+from extauth.store import open_store
 from handlers.external_auth import _external_auth, _link, _provider
 from handlers.security import pick_token
 
@@ -109,9 +109,9 @@ class RequestId:
 
 def create_app(settings: Settings) -> ASGIApp:
     if Cipher is not None:
-        store = Store(settings.db_path, Cipher(settings.encryption_keys))
+        store = open_store(settings.database, Cipher(settings.encryption_keys))
     else:  # pragma: no cover - older extauth
-        store = Store(settings.db_path)
+        store = open_store(settings.database)
     state: dict[str, Links] = {}
 
     @asynccontextmanager
@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     args = parser.parse_args()
-    settings = load_settings(db_path=args.db, config=args.config, host=args.host,
+    settings = load_settings(database=args.db, config=args.config, host=args.host,
                              port=args.port)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, workers=1,
                 log_level="warning", access_log=False, server_header=False,

@@ -54,8 +54,7 @@ from typing import Any
 import yaml
 
 from extauth import sessions
-from extauth.store import Store, utcnow
-from extauth.store._base import _ts
+from extauth.store import open_store, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 API = "/api/v2/external-auth"
@@ -120,15 +119,15 @@ def seed(db: Path, bulk_users: int = 0, bulk_links: int = 0) -> dict[str, str]:
     and links in total (counting the bench users' ones), inserted with
     ``executemany`` in one transaction straight through sqlite3.
     """
-    store = Store(db)
+    store = open_store(db)
     store.migrate()
     bench = {"list": LINKED, "nolink": (), "linked": ("fake",), "device": (), "slow": ("slow",),
              "bad": ()}
     if bulk_users:
         n_bulk = bulk_users - len(bench)
         remaining = bulk_links - sum(len(v) for v in bench.values())
-        now = _ts(utcnow())
-        expires = _ts(utcnow() + timedelta(days=30))
+        now = store._ts(utcnow())  # type: ignore[attr-defined]  # SQLite's own format
+        expires = store._ts(utcnow() + timedelta(days=30))  # type: ignore[attr-defined]
         conn = sqlite3.connect(db, isolation_level=None)
         conn.execute("PRAGMA synchronous = OFF")
         conn.execute("BEGIN")

@@ -62,7 +62,7 @@ from extauth.links import Links
 from extauth.providers.oauth import OAuthClient
 from extauth.sessions import MISSING_DETAIL
 from extauth.settings import Settings, load_settings
-from extauth.store import Store
+from extauth.store import open_store
 
 log = logging.getLogger("extauth")
 
@@ -253,7 +253,8 @@ def _error_handler(allow: _Allow) -> Any:
 def create_app(settings: Settings) -> Edge:
     """The ASGI app for ``settings``: connexion around ``openapi.yaml``."""
     spec = load_spec()
-    store = Store(settings.db_path, Cipher(settings.encryption_keys))
+    store = open_store(settings.database, Cipher(settings.encryption_keys),
+                       pool_size=settings.db_pool_size, timeout=settings.db_timeout)
     demo_app = None
     if settings.demo:
         from extauth import demo

@@ -18,6 +18,7 @@ import yaml
 
 from extauth.crypto import KeyConfigError, keys_from_env
 from extauth.providers.presets import apply_preset
+from extauth.store import is_postgres, sqlite_path
 
 # Coder's name rule for provider ids (httpapi.NameValid).
 _ID_RE = re.compile(r"^[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*$")
@@ -105,7 +106,12 @@ _KEYS = {f.name for f in fields(ProviderConfig)} - _QUIRKS
 class Settings:
     """Everything the server needs, explicit; never read from the environment later."""
 
-    db_path: Path = Path("extauth.db")
+    # --db: a SQLite file path (or sqlite:///path), or a postgresql:// URL.
+    database: str = "extauth.db"
+    # PostgreSQL's connection pool: connections per process, and how long a
+    # query waits for one (and for the database) before answering 503.
+    db_pool_size: int = 10
+    db_timeout: float = 5.0
     host: str = "127.0.0.1"
     port: int = 8080
     access_url: str = ""
@@ -124,6 +130,13 @@ class Settings:
     revoke_retry_seconds: float = 30.0
     # AES-256-GCM keys for tokens at rest; the first encrypts. Never printed.
     encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file of ``database`` (not for PostgreSQL)."""
+        if is_postgres(self.database):
+            raise ValueError("the database is PostgreSQL, not a file")
+        return sqlite_path(self.database)
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
         for p in self.providers:
@@ -314,7 +327,9 @@ def load_settings(
     if config is None and Path("extauth.yaml").exists():
         config = "extauth.yaml"
     base = Settings(
-        db_path=Path(env.get("EXTAUTH_DB") or "extauth.db"),
+        database=env.get("EXTAUTH_DB") or "extauth.db",
+        db_pool_size=_env_number(env, "EXTAUTH_DB_POOL_SIZE", int, 10),
+        db_timeout=_env_number(env, "EXTAUTH_DB_TIMEOUT", float, 5.0),
         host=env.get("EXTAUTH_HOST") or "127.0.0.1",
         port=_env_number(env, "EXTAUTH_PORT", int, 8080),
         access_url=env.get("EXTAUTH_ACCESS_URL", ""),
@@ -331,8 +346,8 @@ def load_settings(
         base = replace(base, encryption_keys=keys_from_env(env))
     except KeyConfigError as exc:
         raise ConfigError(str(exc)) from None
-    if "db_path" in over:
-        over["db_path"] = Path(over["db_path"])
+    if "database" in over:
+        over["database"] = str(over["database"])
     settings = replace(base, **over)
     if settings.access_url and not _valid_url(settings.access_url):
         raise ConfigError(f"access URL {settings.access_url!r} is not an http(s) URL")

@@ -19,7 +19,7 @@ from extauth import sessions
 from extauth.app import create_app
 from extauth.crypto import Cipher
 from extauth.settings import Settings, build_provider
-from extauth.store import Store
+from extauth.store import open_store
 from tests.fake_provider import FakeProvider
 
 
@@ -81,7 +81,7 @@ def make_api(tmp_path: Path) -> Iterator[Any]:
     def make(*raw_providers: dict[str, Any], **overrides: Any) -> Api:
         providers = tuple(build_provider(raw, f"test[{i}]") for i, raw in enumerate(raw_providers))
         settings = Settings(
-            db_path=tmp_path / "extauth.db",
+            database=str(tmp_path / "extauth.db"),
             providers=providers,
             validate_responses=True,
             provider_timeout=overrides.pop("provider_timeout", 2.0),
@@ -90,7 +90,7 @@ def make_api(tmp_path: Path) -> Iterator[Any]:
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)
-        return Api(client, Store(settings.db_path, Cipher(settings.encryption_keys)), settings)
+        return Api(client, open_store(settings.db_path, Cipher(settings.encryption_keys)), settings)
 
     yield make
     for client in opened:

@@ -8,7 +8,7 @@ import pytest
 
 from extauth import sessions
 from extauth.errors import SIGNED_OUT
-from extauth.store import Store
+from extauth.store import open_store
 from tests.conftest import Api
 
 LIST = "/api/v2/external-auth"
@@ -101,7 +101,7 @@ def test_other_authorization_schemes_are_401(api: Api, value: str) -> None:
 
 
 def test_only_a_hash_of_the_secret_is_stored(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    store = Store(tmp_path / "x.db")
+    store = open_store(tmp_path / "x.db")
     store.migrate()
     token = sessions.create_token(store, store.create_user("u"))
     key_id, secret = token.split("-")

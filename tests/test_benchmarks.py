@@ -28,7 +28,7 @@ def test_reference_answers_like_extauth(tmp_path: Path, fake: FakeProvider,
     db, config = tmp_path / "bench.db", tmp_path / "bench.yaml"
     tokens = run.seed(db)
     run.write_config(config, fake.url)
-    settings = load_settings(db_path=str(db), config=str(config))
+    settings = load_settings(database=str(db), config=str(config))
     path, headers = {
         "list": (run.API, {"Coder-Session-Token": tokens["list"]}),
         "nolink": (f"{run.API}/fake", {"Coder-Session-Token": tokens["nolink"]}),

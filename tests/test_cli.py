@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from extauth.cli import RedactFilter, main
-from extauth.store import Store
+from extauth.store import open_store
 
 
 def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -27,9 +27,9 @@ def test_users_create_prints_only_the_token(db: str) -> None:
     token = r.stdout.strip()
     assert len(token) == 33 and token[10] == "-"
     assert "created user 'alice'" in r.stderr
-    user = Store(db).get_user("alice")
+    user = open_store(db).get_user("alice")
     assert user is not None
-    [key] = Store(db).api_keys_for_user(user.id)
+    [key] = open_store(db).api_keys_for_user(user.id)
     assert key.id == token[:10] and key.expires_at is None
 
 
@@ -48,7 +48,7 @@ def test_users_create_rejects_a_bad_name(db: str) -> None:
 
 def test_db_from_env(db: str) -> None:
     assert run("users", "create", "bob", env={"EXTAUTH_DB": db}).exit_code == 0
-    assert Store(db).get_user("bob") is not None
+    assert open_store(db).get_user("bob") is not None
 
 
 def test_tokens_create_list_delete(db: str) -> None:

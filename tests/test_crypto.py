@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from extauth.cli import main
 from extauth.crypto import Cipher, DecryptError, KeyConfigError, key_id, keys_from_env, parse_keys
 from extauth.links import expires_at
-from extauth.store import Store
+from extauth.store import open_store
 from tests.conftest import expire, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
@@ -90,7 +90,7 @@ def test_no_token_is_ever_in_the_file_in_plain_text(make_api, fake: FakeProvider
 def test_a_link_whose_key_is_missing_fails_alone(make_api, fake: FakeProvider,
                                                  tmp_path: Path) -> None:
     db = tmp_path / "extauth.db"
-    old = Store(db, Cipher((K1,)))
+    old = open_store(db, Cipher((K1,)))
     old.migrate()
     alice = old.create_user("alice")
     access, refresh = fake.issue()
@@ -116,7 +116,7 @@ def _cli(*args: str, keys: str = "") -> object:
 
 def test_rotate_status_and_decrypt(tmp_path: Path) -> None:
     db = tmp_path / "k.db"
-    store = Store(db, Cipher((K1,)))
+    store = open_store(db, Cipher((K1,)))
     store.migrate()
     for i in range(7):
         user = store.create_user(f"u{i}")
@@ -127,19 +127,19 @@ def test_rotate_status_and_decrypt(tmp_path: Path) -> None:
     r = _cli("keys", "rotate", "--db", str(db), "--batch", "3", keys=f"{B2},{B1}")
     assert r.exit_code == 0  # type: ignore[attr-defined]
     assert "re-encrypted with key" in r.stderr and "7 link(s)" in r.stderr  # type: ignore
-    assert Store(db).key_counts() == {key_id(K2): 7}
-    rotated = Store(db, Cipher((K2,)))
+    assert open_store(db).key_counts() == {key_id(K2): 7}
+    rotated = open_store(db, Cipher((K2,)))
     link = rotated.get_link(1, "p")
     assert link is not None and link.access_token == "at-SECRET-0"
     r = _cli("keys", "decrypt", "--db", str(db), keys=B2)
     assert r.exit_code == 0  # type: ignore[attr-defined]
-    assert Store(db).key_counts() == {"": 7}
-    assert Store(db).get_link(1, "p").refresh_token == "rt-SECRET-0"  # type: ignore[union-attr]
+    assert open_store(db).key_counts() == {"": 7}
+    assert open_store(db).get_link(1, "p").refresh_token == "rt-SECRET-0"  # type: ignore[union-attr]
 
 
 def test_rotate_reports_links_under_a_missing_key(tmp_path: Path) -> None:
     db = tmp_path / "k.db"
-    store = Store(db, Cipher((K1,)))
+    store = open_store(db, Cipher((K1,)))
     store.migrate()
     store.upsert_link(store.create_user("u").id, "p", "at", "rt", None)
     r = _cli("keys", "rotate", "--db", str(db), keys=B2)
@@ -154,7 +154,7 @@ def test_rotate_pages_past_a_whole_batch_it_cannot_decrypt(tmp_path: Path) -> No
     rows after them are still re-encrypted, and the lost ones are named."""
     db = tmp_path / "k.db"
     K3 = os.urandom(32)  # the key that was lost
-    lost, kept = Store(db, Cipher((K3,))), Store(db, Cipher((K1,)))
+    lost, kept = open_store(db, Cipher((K3,))), open_store(db, Cipher((K1,)))
     lost.migrate()
     users = [lost.create_user(f"u{i}") for i in range(5)]
     for user in users[:3]:
@@ -167,7 +167,7 @@ def test_rotate_pages_past_a_whole_batch_it_cannot_decrypt(tmp_path: Path) -> No
     for name in ("u0", "u1", "u2"):
         assert f"cannot decrypt: user {name!r}, provider 'p'" in r.stderr  # type: ignore
     assert "3 link(s) are under a key that is not configured" in r.stderr  # type: ignore
-    assert Store(db).key_counts() == {key_id(K3): 3, key_id(K2): 2}
+    assert open_store(db).key_counts() == {key_id(K3): 3, key_id(K2): 2}
 
 
 def test_rotate_without_a_key_is_an_error(tmp_path: Path) -> None:

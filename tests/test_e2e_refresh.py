@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from extauth.store import Store
+from extauth.store import open_store
 from tests.live import LiveServer
 from tests.oidc_provider import OidcProvider
 
@@ -45,7 +45,7 @@ def test_concurrent_requests_refresh_once_against_a_rotating_provider(
     try:
         token = server.token("alice")
         _link_by_device_flow(server, rotating, token)
-        store = Store(server.db)
+        store = open_store(server.db)
         before = store.get_link(1, "oidc")
         assert before is not None and before.refresh_token
         store.db.execute("UPDATE external_auth_links SET expires_at = "

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from extauth.cli import main
 from extauth.crypto import Cipher, key_id
 from extauth.links import expires_at
-from extauth.store import Store
+from extauth.store import open_store
 from tests.conftest import Api, expire, link, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
@@ -57,7 +57,7 @@ def test_rotating_keys_during_a_refresh_keeps_the_new_pair(make_api, fake: FakeP
     api = make_api(fake.config(), encryption_keys=(K2, K1))
     headers = api.login()
     access, refresh = fake.issue()
-    Store(api.settings.db_path, Cipher((K1,))).upsert_link(
+    open_store(api.settings.db_path, Cipher((K1,))).upsert_link(
         api.user_id("alice"), "fake", access, refresh, expires_at(-60))
     fake.refresh_delay = 0.5
     with ThreadPoolExecutor(1) as pool:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from extauth.links import expires_at
-from extauth.store import Store
+from extauth.store import open_store
 from tests.fake_provider import Answer, FakeProvider
 from tests.live import LiveServer
 
@@ -27,7 +27,7 @@ N = 24
 def _seed_expired(server: LiveServer, fake: FakeProvider, user: str = "alice") -> str:
     """A session token for ``user``, whose stored link to ``fake`` has expired."""
     token = server.token(user)
-    store = Store(server.db)
+    store = open_store(server.db)
     found = store.get_user(user)
     assert found is not None
     access, refresh = fake.issue()
@@ -160,7 +160,7 @@ def test_a_refresh_dripping_past_the_timeout_is_never_run_twice_at_once(
         assert fake.most_in_flight["/token"] == 1
         assert fake.refreshes == 2  # the dripping one, cut off, then one answered
         _assert_one_refresh_and_working(fake, server.url, token, results, refreshes=2)
-        trail = [(e.action, e.outcome) for e in Store(server.db).audit_events()]
+        trail = [(e.action, e.outcome) for e in open_store(server.db).audit_events()]
         assert ("refresh", "superseded") not in trail
     finally:
         server.stop()

@@ -68,7 +68,7 @@ def test_a_missing_handler_stops_start_up(tmp_path, monkeypatch) -> None:  # typ
     broken = yaml.safe_load(spec_path().read_text())
     broken["paths"]["/healthz"]["get"]["operationId"] = "handlers.health.does_not_exist"
     monkeypatch.setattr("extauth.app.load_spec", lambda: broken)
-    app = create_app(Settings(db_path=tmp_path / "x.db"))
+    app = create_app(Settings(database=str(tmp_path / "x.db")))
     with pytest.raises(Exception, match="does_not_exist"):
         TestClient(app).__enter__()  # start-up: the lifespan runs, operations resolve
 

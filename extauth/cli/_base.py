@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from extauth import store as stores
 from extauth.crypto import Cipher
 from extauth.settings import ConfigError, Settings, load_settings
 from extauth.store import Store, StoreError
@@ -23,14 +24,20 @@ def cli_settings(**overrides: Any) -> Settings:
         raise click.ClickException(f"config: {exc}") from None
 
 
-def open_store(db: str | None) -> Store:
-    settings = cli_settings(db_path=db, providers=())
-    store = Store(settings.db_path, Cipher(settings.encryption_keys))
+def store_for(settings: Settings, cipher: Cipher | None = None) -> Store:
+    """The settings' database, migrated; a database that cannot be used exits 1."""
     try:
+        store = stores.open_store(settings.database, cipher or Cipher(settings.encryption_keys),
+                                  pool_size=settings.db_pool_size, timeout=settings.db_timeout)
         store.migrate()
-    except StoreError as exc:
+    except (StoreError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
     return store
+
+
+def open_store(db: str | None) -> Store:
+    """The store of ``--db`` (or ``EXTAUTH_DB``), migrated."""
+    return store_for(cli_settings(database=db, providers=()))
 
 
 def say(text: str) -> None:
@@ -38,7 +45,9 @@ def say(text: str) -> None:
 
 
 db_option = click.option(
-    "--db", metavar="PATH", help="SQLite database file [env EXTAUTH_DB; default ./extauth.db]"
+    "--db", metavar="PATH|URL",
+    help="SQLite database file, or postgresql://user:pass@host/dbname "
+         "[env EXTAUTH_DB; default ./extauth.db]",
 )
 config_option = click.option(
     "--config",

@@ -10,7 +10,16 @@ from typing import Any
 import click
 
 from extauth import sessions
-from extauth.cli._base import cli_settings, config_option, db_option, main, open_store, say
+from extauth import store as stores
+from extauth.cli._base import (
+    cli_settings,
+    config_option,
+    db_option,
+    main,
+    open_store,
+    say,
+    store_for,
+)
 from extauth.crypto import Cipher
 from extauth.refresh import client_fingerprint
 from extauth.settings import Settings
@@ -117,7 +126,7 @@ def providers_list(config: str | None, db: str | None, as_json: bool) -> None:
     """Show the effective provider configs after presets (secrets masked), and
     any provider that refuses our client's credentials (from the database,
     when it exists)."""
-    settings = cli_settings(config=config, db_path=db)
+    settings = cli_settings(config=config, database=db)
     refused = _refusals(settings)
     items = [{**p.masked(), "client_refused": refused.get(p.id)} for p in settings.providers]
     if as_json:
@@ -138,9 +147,9 @@ def providers_list(config: str | None, db: str | None, as_json: bool) -> None:
 
 def _refusals(settings: Settings) -> dict[str, dict[str, str]]:
     """Current refusals of the configured clients, by provider id."""
-    if not settings.db_path.exists():
+    if not stores.is_postgres(settings.database) and not settings.db_path.exists():
         return {}
-    store = open_store(str(settings.db_path))
+    store = store_for(settings)
     found = {}
     for refusal in store.provider_refusals():
         p = settings.provider(refusal.provider_id)
@@ -216,7 +225,8 @@ def keys_rotate(db: str | None, batch: int) -> None:
 def keys_decrypt(db: str | None, batch: int) -> None:
     """Store every link's tokens in plain text again (to stop using encryption)."""
     store = open_store(db)
-    _reseal(Store(store.path, Cipher(store.cipher.keys, write_plain=True)), batch, "decrypted")
+    plain = Cipher(store.cipher.keys, write_plain=True)
+    _reseal(store_for(cli_settings(database=db, providers=()), plain), batch, "decrypted")
 
 
 @main.command()

@@ -11,7 +11,7 @@ from urllib.parse import unquote_plus
 import click
 
 from extauth import sessions
-from extauth.cli._base import cli_settings, config_option, db_option, main, open_store, say
+from extauth.cli._base import cli_settings, config_option, db_option, main, say, store_for
 from extauth.settings import Settings
 from extauth.store import Store
 
@@ -90,9 +90,9 @@ def serve(
 
     if demo and workers > 1:
         raise click.UsageError("--demo keeps its provider in memory and runs one worker only")
-    settings = cli_settings(host=host, port=port, db_path=db, config=config,
+    settings = cli_settings(host=host, port=port, database=db, config=config,
                          access_url=access_url, workers=workers, demo=demo or None)
-    store = open_store(str(settings.db_path))
+    store = store_for(settings)
     if demo:
         _demo_walkthrough(settings, store)
     elif not settings.providers:
@@ -116,7 +116,7 @@ def serve(
         return
     # Workers are new processes: hand them the settings through the environment.
     os.environ.update({
-        "EXTAUTH_DB": str(settings.db_path),
+        "EXTAUTH_DB": settings.database,
         "EXTAUTH_HOST": settings.host,
         "EXTAUTH_PORT": str(settings.port),
         "EXTAUTH_ACCESS_URL": settings.access_url,

@@ -1,18 +1,21 @@
-"""SQLite through sqlite-utils: schema, migrations and every query.
+"""The store: every query, behind one interface, on SQLite or PostgreSQL.
 
-This is the one module that knows SQL. A ``Store`` hands each thread its own
-connection (sqlite3 objects are per thread), in WAL mode with a busy timeout
-and foreign keys on. Every read-then-write runs inside ``BEGIN IMMEDIATE`` so
-that several threads, workers or processes sharing the file never interleave.
+This package is the one place that knows SQL. ``open_store(where)`` gives a
+``Store`` for a database named the way ``--db`` names it: a file path or
+``sqlite:///path`` (SQLite, the embedded default), or ``postgresql://...``
+(PostgreSQL, for several instances on one database; the ``postgres``
+extra). The queries are written once (``_queries`` and the modules by
+concept beside it); each database's store provides connections,
+transactions, time and its schema.
 """
 
 from __future__ import annotations
 
-from extauth.store._audit import AuditStore
-from extauth.store._base import MIGRATIONS, DuplicateError, StoreError, utcnow
-from extauth.store._providers import ProvidersStore
-from extauth.store._revocations import RevocationsStore
-from extauth.store._users import UsersStore
+from pathlib import Path
+
+from extauth.crypto import Cipher
+from extauth.store._base import DuplicateError, StoreError, StoreUnavailableError, utcnow
+from extauth.store.interface import Store
 from extauth.store.records import (
     ApiKey,
     AuditEvent,
@@ -25,10 +28,32 @@ from extauth.store.records import (
 )
 
 __all__ = [
-    "MIGRATIONS", "ApiKey", "AuditEvent", "DeviceGrant", "DuplicateError", "Link", "OAuthState",
-    "PendingRevocation", "ProviderRefusal", "Store", "StoreError", "User", "utcnow",
+    "ApiKey", "AuditEvent", "DeviceGrant", "DuplicateError", "Link", "OAuthState",
+    "PendingRevocation", "ProviderRefusal", "Store", "StoreError", "StoreUnavailableError",
+    "User", "is_postgres", "open_store", "sqlite_path", "utcnow",
 ]
 
+_POSTGRES = ("postgresql://", "postgres://")
+_SQLITE = "sqlite:///"
 
-class Store(UsersStore, RevocationsStore, ProvidersStore, AuditStore):
-    """The database file, with one connection per thread, and every query."""
+
+def is_postgres(where: str | Path) -> bool:
+    return str(where).startswith(_POSTGRES)
+
+
+def sqlite_path(where: str | Path) -> Path:
+    """The file a SQLite ``--db`` value names (a path, or ``sqlite:///path``)."""
+    text = str(where)
+    return Path(text[len(_SQLITE) - 1:] if text.startswith(_SQLITE) else text)
+
+
+def open_store(where: str | Path, cipher: Cipher | None = None, pool_size: int = 10,
+               timeout: float = 5.0) -> Store:
+    """The store for a ``--db`` value; nothing is read or written yet."""
+    if is_postgres(where):
+        from extauth.store.postgres import PostgresStore
+
+        return PostgresStore(str(where), cipher, pool_size=pool_size, timeout=timeout)
+    from extauth.store.sqlite import SQLiteStore
+
+    return SQLiteStore(sqlite_path(where), cipher)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from extauth.store._base import StoreBase, _dt, _ts, utcnow
+from extauth.store._base import StoreBase, _dt, utcnow
 from extauth.store.records import AuditEvent
 
 
-class AuditStore(StoreBase):
+class AuditQueries(StoreBase):
     # -- the audit trail -------------------------------------------------------------------
 
     def insert_audit(self, event: AuditEvent) -> None:
-        self.db.execute(
+        self._execute(
             "INSERT INTO audit_events (at, user_id, user_name, provider_id, action, outcome, "
             "detail, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [_ts(event.at or utcnow()), event.user_id, event.user_name, event.provider_id,
+            [self._ts(event.at or utcnow()), event.user_id, event.user_name, event.provider_id,
              event.action, event.outcome, event.detail[:500], event.request_id],
         )
 
@@ -30,16 +30,15 @@ class AuditStore(StoreBase):
             where.append("provider_id = ?")
             args.append(provider_id)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self.db.execute(
+        rows = self._rows(
             "SELECT action, outcome, user_id, user_name, provider_id, detail, request_id, at "
             f"FROM audit_events {clause} ORDER BY at DESC, id DESC LIMIT ?",
             [*args, limit],
-        ).fetchall()
-        return [AuditEvent(action=r[0], outcome=r[1], user_id=r[2], user_name=r[3],
-                           provider_id=r[4], detail=r[5], request_id=r[6], at=_dt(r[7]))
+        )
+        return [AuditEvent(action=r["action"], outcome=r["outcome"], user_id=r["user_id"],
+                           user_name=r["user_name"], provider_id=r["provider_id"],
+                           detail=r["detail"], request_id=r["request_id"], at=_dt(r["at"]))
                 for r in rows]
 
     def purge_audit(self, before: datetime) -> int:
-        return self.db.execute(
-            "DELETE FROM audit_events WHERE at < ?", [_ts(before)]
-        ).rowcount
+        return self._execute("DELETE FROM audit_events WHERE at < ?", [self._ts(before)])

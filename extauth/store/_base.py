@@ -1,20 +1,25 @@
-"""The database file: connections per thread, transactions, migrations."""
+"""What every store shares: errors, time, and the primitives each database
+provides (rows, statements, transactions, migrations).
+
+The queries themselves are written once, in the modules beside this one, in
+the SQL both databases speak: ``?`` placeholders (the PostgreSQL store turns
+them into ``%s``), ``INSERT ... ON CONFLICT ... DO UPDATE`` with the target
+table's columns qualified, ``RETURNING``, row values. What differs is
+provided by ``SQLiteStore`` and ``PostgresStore``: connections, how a write
+transaction keeps concurrent writers out (``BEGIN IMMEDIATE`` locks the
+whole file; PostgreSQL locks the rows read with ``FOR UPDATE``), how time is
+stored, and the schema's DDL.
+"""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import abc
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from extauth.crypto import Cipher
-
-BUSY_TIMEOUT_S = 10.0
 
 
 class StoreError(Exception):
@@ -25,214 +30,74 @@ class DuplicateError(StoreError):
     """A row with this unique key already exists."""
 
 
+class StoreUnavailableError(StoreError):
+    """The database does not answer (down, unreachable, or every connection busy)."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _ts(value: datetime | None) -> str | None:
+def _dt(value: str | datetime | None) -> datetime | None:
+    """A stored time as an aware UTC datetime, whichever way the database keeps it."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _dt(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    # What _ts writes, read by fromisoformat: about 50 times faster than
-    # strptime, and a list of three links reads ten of these.
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    # What SQLite's _ts writes, read by fromisoformat: about 50 times faster
+    # than strptime, and a list of three links reads ten of these.
     return datetime.fromisoformat(value)
 
 
-def _named(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    """A query's rows as dicts keyed by column name."""
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+Params = Sequence[Any]
+Row = dict[str, Any]
 
 
-# Numbered migrations; each runs once, in order, in its own transaction.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE users (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE api_keys (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        secret_hash TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        expires_at TEXT
-    );
-    CREATE INDEX api_keys_user_id ON api_keys(user_id);
-    CREATE TABLE external_auth_links (
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        provider_id TEXT NOT NULL,
-        access_token TEXT NOT NULL,
-        refresh_token TEXT NOT NULL DEFAULT '',
-        expires_at TEXT,
-        extra TEXT NOT NULL DEFAULT '{}',
-        refresh_failure_reason TEXT NOT NULL DEFAULT '',
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        PRIMARY KEY (user_id, provider_id)
-    ) WITHOUT ROWID;
-    """,
-    """
-    CREATE TABLE oauth_states (
-        state_hash TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        provider_id TEXT NOT NULL,
-        code_verifier TEXT NOT NULL DEFAULT '',
-        redirect TEXT NOT NULL DEFAULT '',
-        expires_at TEXT NOT NULL
-    );
-    CREATE INDEX oauth_states_expires_at ON oauth_states(expires_at);
-    """,
-    """
-    ALTER TABLE external_auth_links ADD COLUMN token_key_id TEXT NOT NULL DEFAULT '';
-    ALTER TABLE external_auth_links ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
-    ALTER TABLE external_auth_links ADD COLUMN refresh_failed_at TEXT;
-    ALTER TABLE external_auth_links ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
-    ALTER TABLE external_auth_links ADD COLUMN lease_until TEXT;
-    CREATE INDEX external_auth_links_token_key_id ON external_auth_links(token_key_id);
-    CREATE TABLE audit_events (
-        id INTEGER PRIMARY KEY,
-        at TEXT NOT NULL,
-        user_id INTEGER,
-        user_name TEXT NOT NULL DEFAULT '',
-        provider_id TEXT NOT NULL DEFAULT '',
-        action TEXT NOT NULL,
-        outcome TEXT NOT NULL DEFAULT '',
-        detail TEXT NOT NULL DEFAULT '',
-        request_id TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX audit_events_at ON audit_events(at);
-    CREATE INDEX audit_events_user_id ON audit_events(user_id, at);
-    CREATE INDEX audit_events_provider_id ON audit_events(provider_id, at);
-    """,
-    """
-    ALTER TABLE external_auth_links ADD COLUMN token_lifetime INTEGER;
-    ALTER TABLE external_auth_links ADD COLUMN refresh_retry_at TEXT;
-    ALTER TABLE external_auth_links ADD COLUMN refresh_retry_reason TEXT NOT NULL DEFAULT '';
-    CREATE TABLE provider_refusals (
-        provider_id TEXT PRIMARY KEY,
-        client_fingerprint TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        failures INTEGER NOT NULL,
-        refused_at TEXT NOT NULL,
-        retry_at TEXT NOT NULL
-    );
-    """,
-    """
-    CREATE TABLE pending_revocations (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL,
-        user_name TEXT NOT NULL DEFAULT '',
-        provider_id TEXT NOT NULL,
-        access_token TEXT NOT NULL,
-        refresh_token TEXT NOT NULL DEFAULT '',
-        token_key_id TEXT NOT NULL DEFAULT '',
-        reason TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at TEXT NOT NULL,
-        last_error TEXT NOT NULL DEFAULT '',
-        expires_at TEXT NOT NULL
-    );
-    CREATE INDEX pending_revocations_next_attempt_at ON pending_revocations(next_attempt_at);
-    CREATE INDEX pending_revocations_user ON pending_revocations(user_id, provider_id);
-    """,
-    """
-    CREATE TABLE device_authorizations (
-        code_hash TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-        provider_id TEXT NOT NULL,
-        expires_at TEXT NOT NULL
-    );
-    CREATE INDEX device_authorizations_expires_at ON device_authorizations(expires_at);
-    ALTER TABLE oauth_states ADD COLUMN verifier_key_id TEXT NOT NULL DEFAULT '';
-    """,
-]
+class StoreBase(abc.ABC):
+    """The primitives the query modules use; a database's store provides them."""
 
+    cipher: Cipher
+    # Where the data lives, for messages (a path, or a URL without its password).
+    where: str
+    # Appended to a SELECT inside a transaction to keep its rows from
+    # concurrent writers until the end ("" where the transaction already does).
+    for_update: str = ""
+    # The same, passing over rows that another transaction holds.
+    skip_locked: str = ""
 
-class StoreBase:
-    """The database file, with one connection per thread."""
+    @abc.abstractmethod
+    def _rows(self, sql: str, params: Params = ()) -> list[Row]:
+        """The rows of a query, as dicts keyed by column name."""
 
-    def __init__(self, path: Path | str, cipher: Cipher | None = None) -> None:
-        self.path = str(path)
-        self.cipher = cipher or Cipher()
-        self._local = threading.local()
+    @abc.abstractmethod
+    def _execute(self, sql: str, params: Params = ()) -> int:
+        """Run a statement; return how many rows it changed."""
 
-    @property
-    def db(self) -> sqlite_utils.Database:
-        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
-        if db is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-                conn.execute("PRAGMA foreign_keys = ON")
-                conn.execute("PRAGMA synchronous = NORMAL")
-                # Deleted and rewritten rows are zeroed, so no old token lingers
-                # in free pages of the file.
-                conn.execute("PRAGMA secure_delete = ON")
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open database {self.path!r}: {exc}") from None
-            db = sqlite_utils.Database(conn)
-            self._local.db = db
-        return db
+    @abc.abstractmethod
+    def _transaction(self) -> AbstractContextManager[None]:
+        """A write transaction (joined, when one is already open in this thread)."""
 
-    def close(self) -> None:
-        """Close this thread's connection (others close when their thread ends)."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.conn.close()
-            self._local.db = None
+    @abc.abstractmethod
+    def _ts(self, value: datetime | None) -> Any:
+        """A time as this database stores it."""
 
-    @contextmanager
-    def immediate(self) -> Iterator[sqlite_utils.Database]:
-        """A write transaction that takes the write lock before its first read."""
-        db = self.db
-        if db.conn.in_transaction:
-            with db.atomic():
-                yield db
-            return
-        db.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.conn.execute("ROLLBACK")
-            raise
-        db.conn.execute("COMMIT")
-
-    # -- schema ---------------------------------------------------------------
-
+    @abc.abstractmethod
     def migrate(self) -> int:
         """Apply pending migrations; return the schema version. Safe to race."""
-        db = self.db
-        try:
-            if db.journal_mode != "wal":
-                db.enable_wal()
-            with self.immediate():
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations "
-                    "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-                )
-                row = db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
-                current = row[0] or 0
-                for version, script in enumerate(MIGRATIONS, start=1):
-                    if version <= current:
-                        continue
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute(
-                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                        [version, _ts(utcnow())],
-                    )
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot prepare database {self.path!r}: {exc}") from None
-        return len(MIGRATIONS)
+
+    def schema_version(self) -> int:
+        """The last migration applied (0: none)."""
+        row = self._one("SELECT MAX(version) AS v FROM schema_migrations")
+        return int(row["v"] or 0) if row else 0
 
     def ping(self) -> bool:
-        self.db.execute("SELECT 1").fetchone()
+        self._rows("SELECT 1 AS one")
         return True
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Give back this store's connections."""
+
+    def _one(self, sql: str, params: Params = ()) -> Row | None:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from extauth.crypto import DecryptError
-from extauth.store._base import StoreBase, _dt, _named, _ts, utcnow
+from extauth.store._base import Row, StoreBase, _dt, utcnow
 from extauth.store.records import Link
 
 _LINK_COLUMNS = (
@@ -24,10 +24,10 @@ def _context(user_id: int, provider_id: str, column: str) -> str:
     return f"external_auth_links/{user_id}/{provider_id}/{column}"
 
 
-class LinksStore(StoreBase):
+class LinksQueries(StoreBase):
     # -- external auth links ----------------------------------------------------
 
-    def _link(self, row: dict[str, Any]) -> Link:
+    def _link(self, row: Row) -> Link:
         user_id, provider_id, key = row["user_id"], row["provider_id"], row["token_key_id"]
         plain: dict[str, str] = {}
         error = ""
@@ -67,19 +67,19 @@ class LinksStore(StoreBase):
         ]
 
     def get_link(self, user_id: int, provider_id: str) -> Link | None:
-        rows = _named(self.db.execute(
+        row = self._one(
             f"SELECT {_LINK_COLUMNS} FROM external_auth_links "
             "WHERE user_id = ? AND provider_id = ?",
             [user_id, provider_id],
-        ))
-        return self._link(rows[0]) if rows else None
+        )
+        return self._link(row) if row else None
 
     def links_for_user(self, user_id: int) -> list[Link]:
-        rows = _named(self.db.execute(
+        rows = self._rows(
             f"SELECT {_LINK_COLUMNS} FROM external_auth_links WHERE user_id = ? "
             "ORDER BY provider_id",
             [user_id],
-        ))
+        )
         return [self._link(r) for r in rows]
 
     def upsert_link(
@@ -95,10 +95,10 @@ class LinksStore(StoreBase):
         """Insert or replace the tokens of a link (a new link: any refresh failure is
         forgotten), keeping its creation time. ``lifetime``: the seconds the access
         token was issued for."""
-        now = _ts(utcnow())
+        now = self._ts(utcnow())
         sealed = self._sealed(user_id, provider_id, access_token, refresh_token, extra)
-        with self.immediate() as db:
-            db.execute(
+        with self._transaction():
+            self._execute(
                 "INSERT INTO external_auth_links (user_id, provider_id, access_token, "
                 "refresh_token, expires_at, extra, refresh_failure_reason, created_at, "
                 "updated_at, token_key_id, token_lifetime) "
@@ -108,9 +108,9 @@ class LinksStore(StoreBase):
                 "expires_at = excluded.expires_at, extra = excluded.extra, "
                 "refresh_failure_reason = '', refresh_failed_at = NULL, "
                 "refresh_retry_at = NULL, refresh_retry_reason = '', "
-                "token_key_id = excluded.token_key_id, version = version + 1, "
+                "token_key_id = excluded.token_key_id, version = external_auth_links.version + 1, "
                 "token_lifetime = excluded.token_lifetime, updated_at = excluded.updated_at",
-                [user_id, provider_id, sealed[0], sealed[1], _ts(expires_at), sealed[2],
+                [user_id, provider_id, sealed[0], sealed[1], self._ts(expires_at), sealed[2],
                  now, now, self.cipher.primary_id, lifetime],
             )
             link = self.get_link(user_id, provider_id)
@@ -129,52 +129,50 @@ class LinksStore(StoreBase):
         (compare-and-swap on its version); None when someone else wrote first."""
         sealed = self._sealed(link.user_id, link.provider_id, access_token, refresh_token,
                               link.extra)
-        with self.immediate() as db:
-            changed = db.execute(
+        with self._transaction():
+            changed = self._execute(
                 "UPDATE external_auth_links SET access_token = ?, refresh_token = ?, "
                 "expires_at = ?, extra = ?, token_key_id = ?, version = version + 1, "
                 "token_lifetime = ?, refresh_retry_at = NULL, refresh_retry_reason = '', "
                 "updated_at = ? "
                 "WHERE user_id = ? AND provider_id = ? AND version = ?",
-                [sealed[0], sealed[1], _ts(expires_at), sealed[2], self.cipher.primary_id,
-                 lifetime, _ts(utcnow()), link.user_id, link.provider_id, link.version],
-            ).rowcount
+                [sealed[0], sealed[1], self._ts(expires_at), sealed[2], self.cipher.primary_id,
+                 lifetime, self._ts(utcnow()), link.user_id, link.provider_id, link.version],
+            )
             return self.get_link(link.user_id, link.provider_id) if changed else None
 
     def record_refresh_failure(self, link: Link, reason: str) -> bool:
         """Mark a permanent refresh failure (the refresh token is dropped), if the row
         is still the one ``link`` was read from."""
-        with self.immediate() as db:
-            return db.execute(
-                "UPDATE external_auth_links SET refresh_token = '', "
-                "refresh_failure_reason = ?, refresh_failed_at = ?, version = version + 1, "
-                "refresh_retry_at = NULL, refresh_retry_reason = '' "
-                "WHERE user_id = ? AND provider_id = ? AND version = ?",
-                [reason[:400], _ts(utcnow()), link.user_id, link.provider_id, link.version],
-            ).rowcount > 0
+        return self._execute(
+            "UPDATE external_auth_links SET refresh_token = '', "
+            "refresh_failure_reason = ?, refresh_failed_at = ?, version = version + 1, "
+            "refresh_retry_at = NULL, refresh_retry_reason = '' "
+            "WHERE user_id = ? AND provider_id = ? AND version = ?",
+            [reason[:400], self._ts(utcnow()), link.user_id, link.provider_id, link.version],
+        ) > 0
 
     def defer_refresh(self, link: Link, until: datetime, reason: str) -> None:
         """Remember a refresh failure that may pass (the provider is down, slow or
         refuses for a reason not about the token): no attempt before ``until``.
         The tokens, and so the version, are untouched."""
-        self.db.execute(
+        self._execute(
             "UPDATE external_auth_links SET refresh_retry_at = ?, refresh_retry_reason = ? "
             "WHERE user_id = ? AND provider_id = ? AND version = ?",
-            [_ts(until), reason[:400], link.user_id, link.provider_id, link.version],
+            [self._ts(until), reason[:400], link.user_id, link.provider_id, link.version],
         )
 
     def take_lease(self, user_id: int, provider_id: str, owner: str, until: datetime) -> bool:
         """Take (or renew) the refresh lease of a link unless another owner holds it."""
-        with self.immediate() as db:
-            return db.execute(
-                "UPDATE external_auth_links SET lease_owner = ?, lease_until = ? "
-                "WHERE user_id = ? AND provider_id = ? AND "
-                "(lease_until IS NULL OR lease_until < ? OR lease_owner = ?)",
-                [owner, _ts(until), user_id, provider_id, _ts(utcnow()), owner],
-            ).rowcount > 0
+        return self._execute(
+            "UPDATE external_auth_links SET lease_owner = ?, lease_until = ? "
+            "WHERE user_id = ? AND provider_id = ? AND "
+            "(lease_until IS NULL OR lease_until < ? OR lease_owner = ?)",
+            [owner, self._ts(until), user_id, provider_id, self._ts(utcnow()), owner],
+        ) > 0
 
     def release_lease(self, user_id: int, provider_id: str, owner: str) -> None:
-        self.db.execute(
+        self._execute(
             "UPDATE external_auth_links SET lease_owner = '', lease_until = NULL "
             "WHERE user_id = ? AND provider_id = ? AND lease_owner = ?",
             [user_id, provider_id, owner],
@@ -182,23 +180,20 @@ class LinksStore(StoreBase):
 
     def delete_link(self, user_id: int, provider_id: str) -> Link | None:
         """Delete a link and return what it held, or None when there was none."""
-        with self.immediate():
-            link = self.get_link(user_id, provider_id)
-            if link is not None:
-                self.db.execute(
-                    "DELETE FROM external_auth_links WHERE user_id = ? AND provider_id = ?",
-                    [user_id, provider_id],
-                )
-        return link
+        row = self._one(
+            f"DELETE FROM external_auth_links WHERE user_id = ? AND provider_id = ? "
+            f"RETURNING {_LINK_COLUMNS}",
+            [user_id, provider_id],
+        )
+        return self._link(row) if row else None
 
     # -- encryption keys ----------------------------------------------------------------
 
     def key_counts(self) -> dict[str, int]:
         """How many links are stored under each key id ("" = plain)."""
-        rows = self.db.execute(
-            "SELECT token_key_id, COUNT(*) FROM external_auth_links GROUP BY token_key_id"
-        ).fetchall()
-        return {r[0]: r[1] for r in rows}
+        rows = self._rows("SELECT token_key_id, COUNT(*) AS n FROM external_auth_links "
+                          "GROUP BY token_key_id")
+        return {r["token_key_id"]: int(r["n"]) for r in rows}
 
     def reseal_batch(self, batch: int = 100,
                      after: tuple[int, str] = (0, "")) -> tuple[int, list[tuple[int, str]],
@@ -212,12 +207,13 @@ class LinksStore(StoreBase):
         """
         target = self.cipher.primary_id
         failed: list[tuple[int, str]] = []
-        with self.immediate() as db:
-            rows = _named(db.execute(
+        with self._transaction():
+            rows = self._rows(
                 f"SELECT {_LINK_COLUMNS} FROM external_auth_links WHERE token_key_id != ? "
-                "AND (user_id, provider_id) > (?, ?) ORDER BY user_id, provider_id LIMIT ?",
+                "AND (user_id, provider_id) > (?, ?) ORDER BY user_id, provider_id "
+                f"LIMIT ?{self.for_update}",
                 [target, after[0], after[1], batch],
-            ))
+            )
             for row in rows:
                 link = self._link(row)
                 if link.decrypt_error:
@@ -225,10 +221,11 @@ class LinksStore(StoreBase):
                     continue
                 sealed = self._sealed(link.user_id, link.provider_id, link.access_token,
                                       link.refresh_token, link.extra)
-                db.execute(
+                self._execute(
                     "UPDATE external_auth_links SET access_token = ?, refresh_token = ?, "
-                    "extra = ?, token_key_id = ? WHERE user_id = ? AND provider_id = ?",
-                    [*sealed, target, link.user_id, link.provider_id],
+                    "extra = ?, token_key_id = ? WHERE user_id = ? AND provider_id = ? "
+                    "AND version = ?",
+                    [*sealed, target, link.user_id, link.provider_id, link.version],
                 )
         last = (rows[-1]["user_id"], rows[-1]["provider_id"]) if len(rows) == batch else None
         return len(rows) - len(failed), failed, last

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
-from extauth.store._base import StoreBase, _dt, _named, _ts, utcnow
+from extauth.store._base import Row, StoreBase, _dt, utcnow
 from extauth.store.records import ProviderRefusal
 
 
-class ProvidersStore(StoreBase):
-    def _refusal(self, row: dict[str, Any]) -> ProviderRefusal:
+class ProvidersQueries(StoreBase):
+    def _refusal(self, row: Row) -> ProviderRefusal:
         return ProviderRefusal(
             provider_id=row["provider_id"],
             client_fingerprint=row["client_fingerprint"],
@@ -21,12 +20,11 @@ class ProvidersStore(StoreBase):
         )
 
     def provider_refusal(self, provider_id: str) -> ProviderRefusal | None:
-        rows = _named(self.db.execute(
-            "SELECT * FROM provider_refusals WHERE provider_id = ?", [provider_id]))
-        return self._refusal(rows[0]) if rows else None
+        row = self._one("SELECT * FROM provider_refusals WHERE provider_id = ?", [provider_id])
+        return self._refusal(row) if row else None
 
     def provider_refusals(self) -> list[ProviderRefusal]:
-        rows = _named(self.db.execute("SELECT * FROM provider_refusals ORDER BY provider_id"))
+        rows = self._rows("SELECT * FROM provider_refusals ORDER BY provider_id")
         return [self._refusal(r) for r in rows]
 
     def record_provider_refusal(self, provider_id: str, fingerprint: str, reason: str,
@@ -34,23 +32,26 @@ class ProvidersStore(StoreBase):
         """Note that the provider refused the client config ``fingerprint``; the wait
         before asking again doubles with each refusal of the same config."""
         now = utcnow()
-        with self.immediate() as db:
-            known = self.provider_refusal(provider_id)
+        with self._transaction():
+            row = self._one(f"SELECT * FROM provider_refusals WHERE provider_id = ?"
+                            f"{self.for_update}", [provider_id])
+            known = self._refusal(row) if row else None
             same = known is not None and known.client_fingerprint == fingerprint
             failures = known.failures + 1 if same and known is not None else 1
             since = known.refused_at if same and known is not None else now
             wait = min(backoff * 2 ** min(failures - 1, 16), longest)
-            db.execute(
+            self._execute(
                 "INSERT INTO provider_refusals (provider_id, client_fingerprint, reason, "
                 "failures, refused_at, retry_at) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (provider_id) DO UPDATE SET "
                 "client_fingerprint = excluded.client_fingerprint, reason = excluded.reason, "
                 "failures = excluded.failures, refused_at = excluded.refused_at, "
                 "retry_at = excluded.retry_at",
-                [provider_id, fingerprint, reason[:400], failures, _ts(since), _ts(now + wait)],
+                [provider_id, fingerprint, reason[:400], failures, self._ts(since),
+                 self._ts(now + wait)],
             )
         return ProviderRefusal(provider_id, fingerprint, reason[:400], failures, since,
                                now + wait)
 
     def clear_provider_refusal(self, provider_id: str) -> None:
-        self.db.execute("DELETE FROM provider_refusals WHERE provider_id = ?", [provider_id])
+        self._execute("DELETE FROM provider_refusals WHERE provider_id = ?", [provider_id])

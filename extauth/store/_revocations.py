@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
 from extauth.crypto import DecryptError
-from extauth.store._base import _dt, _named, _ts, utcnow
-from extauth.store._links import LinksStore
+from extauth.store._base import Row, _dt, utcnow
+from extauth.store._links import LinksQueries
 from extauth.store.records import Link, PendingRevocation
 
 _SEALED = ("access_token", "refresh_token")
@@ -19,8 +18,8 @@ def _context(revocation_id: str, column: str) -> str:
     return f"pending_revocations/{revocation_id}/{column}"
 
 
-class RevocationsStore(LinksStore):
-    def _pending(self, row: dict[str, Any]) -> PendingRevocation:
+class RevocationsQueries(LinksQueries):
+    def _pending(self, row: Row) -> PendingRevocation:
         plain = {"access_token": "", "refresh_token": ""}
         error = ""
         try:
@@ -46,13 +45,13 @@ class RevocationsStore(LinksStore):
         rid = uuid.uuid4().hex
         sealed = [self.cipher.encrypt(v, _context(rid, n))
                   for n, v in zip(_SEALED, (access_token, refresh_token), strict=True)]
-        self.db.execute(
+        self._execute(
             "INSERT INTO pending_revocations (id, user_id, user_name, provider_id, "
             "access_token, refresh_token, token_key_id, reason, created_at, attempts, "
             "next_attempt_at, last_error, expires_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, '', ?)",
             [rid, user_id, user_name, provider_id, *sealed, self.cipher.primary_id, reason,
-             _ts(utcnow()), _ts(first_retry), _ts(expires_at)],
+             self._ts(utcnow()), self._ts(first_retry), self._ts(expires_at)],
         )
         return rid
 
@@ -61,7 +60,7 @@ class RevocationsStore(LinksStore):
         """Delete a link; with ``revoke`` (first retry, expiry), keep its tokens for
         revocation in the same transaction. Returns what the link held and the
         pending revocation's id ("" when none was kept)."""
-        with self.immediate():
+        with self._transaction():
             link = self.delete_link(user_id, provider_id)
             if link is None or revoke is None or link.decrypt_error or not link.access_token:
                 return link, ""
@@ -74,45 +73,45 @@ class RevocationsStore(LinksStore):
         """Due revocations, each held for ``hold`` so that no other process tries
         it meanwhile."""
         now = utcnow()
-        with self.immediate() as db:
-            rows = _named(db.execute(
+        with self._transaction():
+            rows = self._rows(
                 "SELECT * FROM pending_revocations WHERE next_attempt_at <= ? "
-                "ORDER BY next_attempt_at LIMIT ?", [_ts(now), limit]))
+                f"ORDER BY next_attempt_at LIMIT ?{self.skip_locked}", [self._ts(now), limit])
             for row in rows:
-                db.execute("UPDATE pending_revocations SET next_attempt_at = ? WHERE id = ?",
-                           [_ts(now + hold), row["id"]])
+                self._execute("UPDATE pending_revocations SET next_attempt_at = ? WHERE id = ?",
+                              [self._ts(now + hold), row["id"]])
         return [self._pending(r) for r in rows]
 
     def revocation_failed(self, rid: str, error: str, next_attempt_at: datetime) -> None:
-        self.db.execute(
+        self._execute(
             "UPDATE pending_revocations SET attempts = attempts + 1, last_error = ?, "
-            "next_attempt_at = ? WHERE id = ?", [error[:400], _ts(next_attempt_at), rid])
+            "next_attempt_at = ? WHERE id = ?", [error[:400], self._ts(next_attempt_at), rid])
 
     def revocation_done(self, rid: str) -> None:
-        self.db.execute("DELETE FROM pending_revocations WHERE id = ?", [rid])
+        self._execute("DELETE FROM pending_revocations WHERE id = ?", [rid])
 
     def drop_pending_revocations(self, user_id: int, provider_id: str) -> int:
-        return self.db.execute(
+        return self._execute(
             "DELETE FROM pending_revocations WHERE user_id = ? AND provider_id = ?",
-            [user_id, provider_id]).rowcount
+            [user_id, provider_id])
 
     def pending_revocations(self) -> list[PendingRevocation]:
-        rows = _named(self.db.execute(
-            "SELECT * FROM pending_revocations ORDER BY created_at, id"))
+        rows = self._rows("SELECT * FROM pending_revocations ORDER BY created_at, id")
         return [self._pending(r) for r in rows]
 
     def next_revocation_due(self) -> datetime | None:
-        row = self.db.execute("SELECT MIN(next_attempt_at) FROM pending_revocations").fetchone()
-        return _dt(row[0]) if row and row[0] else None
+        row = self._one("SELECT MIN(next_attempt_at) AS due FROM pending_revocations")
+        return _dt(row["due"]) if row else None
 
     def reseal_revocations(self) -> tuple[int, int]:
         """Re-encrypt pending revocations with the primary key (they are few);
         returns (rewritten, cannot be decrypted)."""
         target = self.cipher.primary_id
         done = failed = 0
-        with self.immediate() as db:
-            rows = _named(db.execute(
-                "SELECT * FROM pending_revocations WHERE token_key_id != ?", [target]))
+        with self._transaction():
+            rows = self._rows(
+                f"SELECT * FROM pending_revocations WHERE token_key_id != ?{self.for_update}",
+                [target])
             for row in rows:
                 pending = self._pending(row)
                 if pending.decrypt_error:
@@ -121,8 +120,8 @@ class RevocationsStore(LinksStore):
                 sealed = [self.cipher.encrypt(v, _context(pending.id, n)) for n, v in
                           zip(_SEALED, (pending.access_token, pending.refresh_token),
                               strict=True)]
-                db.execute("UPDATE pending_revocations SET access_token = ?, "
-                           "refresh_token = ?, token_key_id = ? WHERE id = ?",
-                           [*sealed, target, pending.id])
+                self._execute("UPDATE pending_revocations SET access_token = ?, "
+                              "refresh_token = ?, token_key_id = ? WHERE id = ?",
+                              [*sealed, target, pending.id])
                 done += 1
         return done, failed

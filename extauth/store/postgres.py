@@ -1,0 +1,135 @@
+"""PostgreSQL, for several instances on one database (``--db postgresql://...``).
+
+psycopg 3 with its connection pool (the ``postgres`` extra). Statements run
+in autocommit on a pooled connection; a write transaction holds one
+connection for its length, and the rows it reads with ``FOR UPDATE`` stay
+locked against other instances until it ends. Migrations run under an
+advisory lock, so instances starting together apply each one once. A
+database that does not answer raises ``StoreUnavailableError`` (503).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import cast
+from urllib.parse import urlsplit, urlunsplit
+
+try:
+    import psycopg
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError("PostgreSQL needs the postgres extra: "
+                      "pip install 'extauth[postgres]'") from exc
+
+from extauth.crypto import Cipher
+from extauth.store._base import Params, Row, StoreError, StoreUnavailableError, utcnow
+from extauth.store._queries import Queries
+from extauth.store._schema import POSTGRES_MIGRATIONS
+
+# Any constant: the advisory lock that serialises migrations between instances.
+_MIGRATION_LOCK = 0x657874617574
+_UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
+
+
+@lru_cache(maxsize=512)
+def _sql(statement: str) -> str:
+    """The queries are written with ``?``; psycopg takes ``%s``."""
+    return statement.replace("?", "%s")
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:****@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresStore(Queries):
+    """A PostgreSQL database, through a pool of connections."""
+
+    for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str, cipher: Cipher | None = None, pool_size: int = 10,
+                 timeout: float = 5.0) -> None:
+        self.url = url
+        self.where = redacted(url)
+        self.cipher = cipher or Cipher()
+        self.timeout = timeout
+        self._local = threading.local()
+        self.pool = ConnectionPool(
+            url, min_size=1, max_size=pool_size, timeout=timeout, open=True,
+            kwargs={"autocommit": True, "row_factory": dict_row,
+                    "connect_timeout": max(1, round(timeout))},
+            name="extauth",
+        )
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Row]]:
+        held: psycopg.Connection[Row] | None = getattr(self._local, "conn", None)
+        if held is not None:
+            yield held
+            return
+        try:
+            with self.pool.connection() as conn:
+                yield cast("psycopg.Connection[Row]", conn)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailableError(
+                f"database {self.where} does not answer: {type(exc).__name__}") from None
+
+    def _rows(self, sql: str, params: Params = ()) -> list[Row]:
+        with self._connection() as conn:
+            cur = conn.execute(_sql(sql), list(params))
+            return cur.fetchall() if cur.description else []
+
+    def _execute(self, sql: str, params: Params = ()) -> int:
+        with self._connection() as conn:
+            return conn.execute(_sql(sql), list(params)).rowcount
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self._connection() as conn, conn.transaction():
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
+
+    def _ts(self, value: datetime | None) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+    def _is_unique_violation(self, exc: Exception) -> bool:
+        return isinstance(exc, psycopg.errors.UniqueViolation)
+
+    def migrate(self) -> int:
+        try:
+            with self._transaction():
+                self._execute("SELECT pg_advisory_xact_lock(?)", [_MIGRATION_LOCK])
+                self._execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                              "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+                current = self.schema_version()
+                for version, script in enumerate(POSTGRES_MIGRATIONS, start=1):
+                    if version <= current:
+                        continue
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            self._execute(statement)
+                    self._execute("INSERT INTO schema_migrations (version, applied_at) "
+                                  "VALUES (?, ?)", [version, utcnow()])
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot prepare database {self.where}: {exc}") from None
+        return len(POSTGRES_MIGRATIONS)
