@@ -25,7 +25,7 @@ NOT_FOUND = "Resource not found or you do not have access to this resource"
 def clip(text: str, limit: int = 200) -> str:
     """A text quoted in an error, on one line and at most ``limit`` characters:
     what a provider or a client sent may be of any length."""
-    text = " ".join(text.split())
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return text if len(text) <= limit else text[:limit] + "..."
 
 

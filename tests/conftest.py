@@ -19,8 +19,9 @@ from extauth import sessions
 from extauth.app import create_app
 from extauth.crypto import Cipher
 from extauth.settings import Settings, build_provider
-from extauth.store import open_store
+from extauth.store import Store, open_store
 from tests.fake_provider import FakeProvider
+from tests.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -73,15 +74,42 @@ class Api:
         return getattr(self.client, name)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of the app in-process run on both stores, unless marked ``sqlite``
+    (they read the database file itself)."""
+    if "database" in metafunc.fixturenames:
+        sqlite_only = metafunc.definition.get_closest_marker("sqlite") is not None
+        metafunc.parametrize("database", ["sqlite"] if sqlite_only else ["sqlite", "postgres"],
+                             indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run, started when a test first needs it."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def make_api(tmp_path: Path) -> Iterator[Any]:
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the test's store lives: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return server.new_schema()
+    return str(tmp_path / "extauth.db")
+
+
+@pytest.fixture
+def make_api(database: str) -> Iterator[Any]:
     """Build an ``Api`` from raw provider configs and settings overrides."""
     opened: list[TestClient] = []
+    stores: list[Store] = []
 
     def make(*raw_providers: dict[str, Any], **overrides: Any) -> Api:
         providers = tuple(build_provider(raw, f"test[{i}]") for i, raw in enumerate(raw_providers))
         settings = Settings(
-            database=str(tmp_path / "extauth.db"),
+            database=database,
             providers=providers,
             validate_responses=True,
             provider_timeout=overrides.pop("provider_timeout", 2.0),
@@ -90,11 +118,36 @@ def make_api(tmp_path: Path) -> Iterator[Any]:
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)
-        return Api(client, open_store(settings.db_path, Cipher(settings.encryption_keys)), settings)
+        store = open_store(settings.database, Cipher(settings.encryption_keys))
+        stores.append(store)
+        return Api(client, store, settings)
 
     yield make
     for client in opened:
         client.__exit__(None, None, None)
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def store_at() -> Iterator[Any]:
+    """Open stores by ``--db`` value, closed when the test ends (a PostgreSQL
+    store holds a pool of connections and its threads)."""
+    opened: list[Store] = []
+
+    def open_(where: str | Path, cipher: Cipher | None = None) -> Store:
+        store = open_store(where, cipher)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+def sql(api: Api, statement: str) -> list[dict[str, Any]]:
+    """Run SQL on the test's database, whichever it is (tests poke at rows)."""
+    return api.store._rows(statement)  # type: ignore[attr-defined]
 
 
 @pytest.fixture

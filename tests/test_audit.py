@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from extauth.cli import main
 from extauth.store import AuditEvent, utcnow
-from tests.conftest import Api, expire, link, started_device_code
+from tests.conftest import Api, expire, link, sql, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
 FAKE = "/api/v2/external-auth/fake"
@@ -42,7 +42,7 @@ def test_link_refresh_validate_unlink_and_revoke_are_recorded(api: Api, fake: Fa
     events = api.store.audit_events()
     assert {e.request_id for e in events} == {"req-42"}
     assert all(e.user_id == api.user_id("alice") for e in events)
-    rows = api.store.db.execute("SELECT * FROM audit_events").fetchall()
+    rows = sql(api, "SELECT * FROM audit_events")
     assert not [r for r in rows if "AUDIT_AT" in repr(r) or "ghr_RT" in repr(r)
                 or code in repr(r)]
 
@@ -81,7 +81,7 @@ def test_audit_command_filters(api: Api, fake: FakeProvider) -> None:
         headers = api.login(name)
         link(api, fake, user=name)
         api.delete(FAKE, headers=headers)
-    r = CliRunner().invoke(main, ["audit", "--db", str(api.settings.db_path), "--user", "bob",
+    r = CliRunner().invoke(main, ["audit", "--db", api.settings.database, "--user", "bob",
                                   "--provider", "fake"], catch_exceptions=False)
     assert r.exit_code == 0
     lines = r.stdout.strip().splitlines()

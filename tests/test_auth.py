@@ -9,7 +9,7 @@ import pytest
 from extauth import sessions
 from extauth.errors import SIGNED_OUT
 from extauth.store import open_store
-from tests.conftest import Api
+from tests.conftest import Api, sql
 
 LIST = "/api/v2/external-auth"
 
@@ -55,7 +55,7 @@ def test_wrong_secret_is_401(api: Api) -> None:
 def test_expired_token_is_401(api: Api) -> None:
     user = api.store.create_user("old")
     token = sessions.create_token(api.store, user, timedelta(seconds=1))
-    api.store.db.execute("UPDATE api_keys SET expires_at = '2020-01-01T00:00:00.000000Z'")
+    sql(api, "UPDATE api_keys SET expires_at = '2020-01-01T00:00:00.000000Z'")
     assert _detail(api.get(LIST, headers={"Coder-Session-Token": token})) == (
         'API key expired at "2020-01-01 00:00:00.000000 +0000 UTC".')
 

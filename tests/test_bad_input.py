@@ -30,7 +30,7 @@ import pytest
 from extauth.app import load_spec
 from extauth.errors import NOT_FOUND, SIGNED_OUT
 from extauth.sessions import MISSING_DETAIL
-from tests.conftest import Api, link
+from tests.conftest import Api, link, sql
 from tests.fake_provider import Answer, FakeProvider
 from tests.live import LiveServer
 
@@ -89,7 +89,7 @@ TABLES = ("users", "api_keys", "external_auth_links", "oauth_states")
 
 
 def snapshot(execute: Callable[[str], Any]) -> dict[str, list[tuple[Any, ...]]]:
-    return {t: sorted(map(tuple, execute(f"SELECT * FROM {t}").fetchall()), key=repr)
+    return {t: sorted((tuple(r.values()) for r in execute(f"SELECT * FROM {t}")), key=repr)
             for t in TABLES}
 
 
@@ -112,7 +112,7 @@ def alice(api: Api, fake: FakeProvider) -> dict[str, str]:
 
 
 def db(api: Api) -> Callable[[str], Any]:
-    return lambda sql: api.store.db.execute(sql)
+    return lambda statement: sql(api, statement)
 
 
 # -- JSON bodies --------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import pytest
 from click.testing import CliRunner
 
 from extauth.cli import RedactFilter, main
-from extauth.store import open_store
 
 
 def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -17,19 +16,20 @@ def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyp
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "cli.db")
+def db(database: str) -> str:
+    """The CLI's --db: each test runs on a SQLite file and on PostgreSQL."""
+    return database
 
 
-def test_users_create_prints_only_the_token(db: str) -> None:
+def test_users_create_prints_only_the_token(db: str, store_at) -> None:
     r = run("users", "create", "alice", "--db", db)
     assert r.exit_code == 0
     token = r.stdout.strip()
     assert len(token) == 33 and token[10] == "-"
     assert "created user 'alice'" in r.stderr
-    user = open_store(db).get_user("alice")
+    user = store_at(db).get_user("alice")
     assert user is not None
-    [key] = open_store(db).api_keys_for_user(user.id)
+    [key] = store_at(db).api_keys_for_user(user.id)
     assert key.id == token[:10] and key.expires_at is None
 
 
@@ -46,9 +46,9 @@ def test_users_create_rejects_a_bad_name(db: str) -> None:
     assert "NAME" in r.stderr
 
 
-def test_db_from_env(db: str) -> None:
+def test_db_from_env(db: str, store_at) -> None:
     assert run("users", "create", "bob", env={"EXTAUTH_DB": db}).exit_code == 0
-    assert open_store(db).get_user("bob") is not None
+    assert store_at(db).get_user("bob") is not None
 
 
 def test_tokens_create_list_delete(db: str) -> None:

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from extauth.cli import main
 from extauth.crypto import Cipher, DecryptError, KeyConfigError, key_id, keys_from_env, parse_keys
 from extauth.links import expires_at
-from extauth.store import open_store
 from tests.conftest import expire, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
@@ -66,6 +65,7 @@ def _files(db: Path) -> bytes:
     return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
 
 
+@pytest.mark.sqlite
 def test_no_token_is_ever_in_the_file_in_plain_text(make_api, fake: FakeProvider) -> None:
     api = make_api(fake.config(extra_token_keys=["authed_user"]), encryption_keys=(K1,))
     headers = api.login()
@@ -88,9 +88,8 @@ def test_no_token_is_ever_in_the_file_in_plain_text(make_api, fake: FakeProvider
 
 
 def test_a_link_whose_key_is_missing_fails_alone(make_api, fake: FakeProvider,
-                                                 tmp_path: Path) -> None:
-    db = tmp_path / "extauth.db"
-    old = open_store(db, Cipher((K1,)))
+                                                 database: str, store_at) -> None:
+    old = store_at(database, Cipher((K1,)))
     old.migrate()
     alice = old.create_user("alice")
     access, refresh = fake.issue()
@@ -114,60 +113,60 @@ def _cli(*args: str, keys: str = "") -> object:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
-def test_rotate_status_and_decrypt(tmp_path: Path) -> None:
-    db = tmp_path / "k.db"
-    store = open_store(db, Cipher((K1,)))
+def test_rotate_status_and_decrypt(database: str, store_at) -> None:
+    db = database
+    store = store_at(db, Cipher((K1,)))
     store.migrate()
     for i in range(7):
         user = store.create_user(f"u{i}")
         store.upsert_link(user.id, "p", f"at-SECRET-{i}", f"rt-SECRET-{i}", None)
-    r = _cli("keys", "status", "--db", str(db), keys=f"{B2},{B1}")
+    r = _cli("keys", "status", "--db", db, keys=f"{B2},{B1}")
     assert f"{key_id(K1)}\t7\tconfigured" in r.stdout  # type: ignore[attr-defined]
     assert f"{key_id(K2)}\t0\tprimary" in r.stdout  # type: ignore[attr-defined]
-    r = _cli("keys", "rotate", "--db", str(db), "--batch", "3", keys=f"{B2},{B1}")
+    r = _cli("keys", "rotate", "--db", db, "--batch", "3", keys=f"{B2},{B1}")
     assert r.exit_code == 0  # type: ignore[attr-defined]
     assert "re-encrypted with key" in r.stderr and "7 link(s)" in r.stderr  # type: ignore
-    assert open_store(db).key_counts() == {key_id(K2): 7}
-    rotated = open_store(db, Cipher((K2,)))
+    assert store_at(db).key_counts() == {key_id(K2): 7}
+    rotated = store_at(db, Cipher((K2,)))
     link = rotated.get_link(1, "p")
     assert link is not None and link.access_token == "at-SECRET-0"
-    r = _cli("keys", "decrypt", "--db", str(db), keys=B2)
+    r = _cli("keys", "decrypt", "--db", db, keys=B2)
     assert r.exit_code == 0  # type: ignore[attr-defined]
-    assert open_store(db).key_counts() == {"": 7}
-    assert open_store(db).get_link(1, "p").refresh_token == "rt-SECRET-0"  # type: ignore[union-attr]
+    assert store_at(db).key_counts() == {"": 7}
+    assert store_at(db).get_link(1, "p").refresh_token == "rt-SECRET-0"  # type: ignore[union-attr]
 
 
-def test_rotate_reports_links_under_a_missing_key(tmp_path: Path) -> None:
-    db = tmp_path / "k.db"
-    store = open_store(db, Cipher((K1,)))
+def test_rotate_reports_links_under_a_missing_key(database: str, store_at) -> None:
+    db = database
+    store = store_at(db, Cipher((K1,)))
     store.migrate()
     store.upsert_link(store.create_user("u").id, "p", "at", "rt", None)
-    r = _cli("keys", "rotate", "--db", str(db), keys=B2)
+    r = _cli("keys", "rotate", "--db", db, keys=B2)
     assert r.exit_code == 1  # type: ignore[attr-defined]
     assert "1 link(s) are under a key that is not configured" in r.stderr  # type: ignore
-    r = _cli("keys", "status", "--db", str(db), keys=B2)
+    r = _cli("keys", "status", "--db", db, keys=B2)
     assert "MISSING" in r.stdout  # type: ignore[attr-defined]
 
 
-def test_rotate_pages_past_a_whole_batch_it_cannot_decrypt(tmp_path: Path) -> None:
+def test_rotate_pages_past_a_whole_batch_it_cannot_decrypt(database: str, store_at) -> None:
     """Rows under a lost key come first in key order and fill a whole batch: the
     rows after them are still re-encrypted, and the lost ones are named."""
-    db = tmp_path / "k.db"
+    db = database
     K3 = os.urandom(32)  # the key that was lost
-    lost, kept = open_store(db, Cipher((K3,))), open_store(db, Cipher((K1,)))
+    lost, kept = store_at(db, Cipher((K3,))), store_at(db, Cipher((K1,)))
     lost.migrate()
     users = [lost.create_user(f"u{i}") for i in range(5)]
     for user in users[:3]:
         lost.upsert_link(user.id, "p", "at-lost", "rt-lost", None)
     for user in users[3:]:
         kept.upsert_link(user.id, "p", "at-kept", "rt-kept", None)
-    r = _cli("keys", "rotate", "--db", str(db), "--batch", "2", keys=f"{B2},{B1}")
+    r = _cli("keys", "rotate", "--db", db, "--batch", "2", keys=f"{B2},{B1}")
     assert r.exit_code == 1  # type: ignore[attr-defined]
     assert "re-encrypted with key" in r.stderr and " 2 link(s)" in r.stderr  # type: ignore
     for name in ("u0", "u1", "u2"):
         assert f"cannot decrypt: user {name!r}, provider 'p'" in r.stderr  # type: ignore
     assert "3 link(s) are under a key that is not configured" in r.stderr  # type: ignore
-    assert open_store(db).key_counts() == {key_id(K3): 3, key_id(K2): 2}
+    assert store_at(db).key_counts() == {key_id(K3): 3, key_id(K2): 2}
 
 
 def test_rotate_without_a_key_is_an_error(tmp_path: Path) -> None:

@@ -20,8 +20,7 @@ from click.testing import CliRunner
 from extauth.cli import main
 from extauth.crypto import Cipher, key_id
 from extauth.links import expires_at
-from extauth.store import open_store
-from tests.conftest import Api, expire, link, started_device_code
+from tests.conftest import Api, expire, link, sql, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
 FAKE = "/api/v2/external-auth/fake"
@@ -51,13 +50,14 @@ def _stored(api: Api, user: str = "alice"):  # type: ignore[no-untyped-def]
 # -- rotation of encryption keys -----------------------------------------------------
 
 
-def test_rotating_keys_during_a_refresh_keeps_the_new_pair(make_api, fake: FakeProvider) -> None:
+def test_rotating_keys_during_a_refresh_keeps_the_new_pair(make_api, fake: FakeProvider,
+                                                         store_at) -> None:
     """Re-encrypting a link does not change its tokens: the refresh in flight
     still stores the pair the provider issued, so the next refresh is no reuse."""
     api = make_api(fake.config(), encryption_keys=(K2, K1))
     headers = api.login()
     access, refresh = fake.issue()
-    open_store(api.settings.db_path, Cipher((K1,))).upsert_link(
+    store_at(api.settings.database, Cipher((K1,))).upsert_link(
         api.user_id("alice"), "fake", access, refresh, expires_at(-60))
     fake.refresh_delay = 0.5
     with ThreadPoolExecutor(1) as pool:
@@ -99,7 +99,7 @@ def test_a_wrong_client_secret_keeps_every_token_and_recovers(
     config.write_text(yaml.safe_dump({"external_auth": [
         fake.config(client_secret="not-the-secret")]}))
     shown = CliRunner().invoke(main, ["providers", "list", "--config", str(config),
-                                      "--db", str(wrong.settings.db_path)])
+                                      "--db", wrong.settings.database])
     assert shown.exit_code == 0
     assert "refusing our client" in shown.stdout and "invalid_client" in shown.stdout
     # the config is fixed: both links refresh by themselves
@@ -208,12 +208,12 @@ def test_pending_revocations_are_listed_without_tokens(make_api, fake: FakeProvi
     [pending] = api.store.pending_revocations()
     assert (pending.user_name, pending.provider_id, pending.attempts) == ("alice", "fake", 1)
     assert pending.refresh_token == refresh and pending.key_id == key_id(K1)
-    shown = CliRunner().invoke(main, ["revocations", "--db", str(api.settings.db_path)],
+    shown = CliRunner().invoke(main, ["revocations", "--db", api.settings.database],
                                env={"EXTAUTH_ENCRYPTION_KEYS": ""})
     assert shown.exit_code == 0
     assert "alice\tfake\tunlink\t1" in shown.stdout and "503" in shown.stdout
     assert access not in shown.stdout and refresh not in shown.stdout
-    raw = api.store.db.execute("SELECT * FROM pending_revocations").fetchall()
+    raw = sql(api, "SELECT * FROM pending_revocations")
     assert access not in repr(raw) and refresh not in repr(raw)
 
 

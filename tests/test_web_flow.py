@@ -12,7 +12,7 @@ import pytest
 
 from extauth.crypto import key_id
 from extauth.links import hash_state
-from tests.conftest import Api
+from tests.conftest import Api, sql
 from tests.fake_provider import Answer, FakeProvider
 
 CALLBACK = "/external-auth/fake/callback"
@@ -43,12 +43,16 @@ def test_start_redirects_to_the_provider_with_state_and_pkce(api: Api, fake: Fak
     assert started["scope"] == "repo read:user"
     assert started["code_challenge_method"] == "S256"
     assert len(started["code_challenge"]) == 43
-    row = api.store.db.execute(
-        "SELECT user_id, provider_id, code_verifier FROM oauth_states WHERE state_hash = ?",
-        [hash_state(started["state"])]).fetchone()
-    assert row[:2] == (api.user_id("alice"), "fake")
-    digest = hashlib.sha256(row[2].encode()).digest()
+    [row] = sql(api, "SELECT user_id, provider_id, code_verifier, state_hash FROM oauth_states")
+    assert (row["user_id"], row["provider_id"]) == (api.user_id("alice"), "fake")
+    assert row["state_hash"] == hash_state(started["state"])  # the state itself is not kept
+    digest = hashlib.sha256(row["code_verifier"].encode()).digest()
     assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == started["code_challenge"]
+
+
+@pytest.mark.sqlite
+def test_the_state_is_nowhere_in_the_file(api: Api, fake: FakeProvider) -> None:
+    started = _start(api, api.login())
     assert started["state"].encode() not in api.settings.db_path.read_bytes()
 
 
@@ -134,7 +138,7 @@ def test_the_pkce_verifier_is_sealed_when_keys_are_set(make_api, fake: FakeProvi
     api = make_api(fake.config(), encryption_keys=(key,))
     headers = api.login()
     started = _start(api, headers)
-    [(stored,)] = api.store.db.execute("SELECT code_verifier FROM oauth_states").fetchall()
+    [stored] = [r["code_verifier"] for r in sql(api, "SELECT code_verifier FROM oauth_states")]
     assert stored.startswith(f"{key_id(key)}:")
     back = _provider_approves(started)
     assert api.get(back, headers=headers, follow_redirects=False).status_code == 307
@@ -145,7 +149,7 @@ def test_the_pkce_verifier_is_sealed_when_keys_are_set(make_api, fake: FakeProvi
 def test_an_expired_state_is_refused(api: Api, fake: FakeProvider) -> None:
     headers = api.login()
     back = _provider_approves(_start(api, headers))
-    api.store.db.execute("UPDATE oauth_states SET expires_at = '2020-01-01T00:00:00.000000Z'")
+    sql(api, "UPDATE oauth_states SET expires_at = '2020-01-01T00:00:00.000000Z'")
     r = api.get(back, headers=headers, follow_redirects=False)
     assert (r.status_code, r.json()["message"]) == (401, "State mismatched.")
 
@@ -166,7 +170,7 @@ def test_provider_error_is_400(api: Api) -> None:
 def test_a_wrong_pkce_verifier_fails_the_exchange(api: Api, fake: FakeProvider) -> None:
     headers = api.login()
     back = _provider_approves(_start(api, headers))
-    api.store.db.execute("UPDATE oauth_states SET code_verifier = 'not-the-verifier'")
+    sql(api, "UPDATE oauth_states SET code_verifier = 'not-the-verifier'")
     r = api.get(back, headers=headers, follow_redirects=False)
     assert r.status_code == 500
     assert r.json() == {"message": "Internal error exchanging Oauth code.",

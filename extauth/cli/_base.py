@@ -29,6 +29,9 @@ def store_for(settings: Settings, cipher: Cipher | None = None) -> Store:
     try:
         store = stores.open_store(settings.database, cipher or Cipher(settings.encryption_keys),
                                   pool_size=settings.db_pool_size, timeout=settings.db_timeout)
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            ctx.call_on_close(store.close)
         store.migrate()
     except (StoreError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None

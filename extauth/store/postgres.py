@@ -42,6 +42,13 @@ def _sql(statement: str) -> str:
     return statement.replace("?", "%s")
 
 
+def _params(params: Params) -> list[object]:
+    """PostgreSQL text cannot hold NUL: it is stored as U+FFFD. No id, name or
+    token of ours contains one, so a lookup with one still finds nothing."""
+    return [p.replace("\x00", "\ufffd") if isinstance(p, str) and "\x00" in p else p
+            for p in params]
+
+
 def redacted(url: str) -> str:
     """The URL without its password, for messages."""
     parts = urlsplit(url)
@@ -90,12 +97,12 @@ class PostgresStore(Queries):
 
     def _rows(self, sql: str, params: Params = ()) -> list[Row]:
         with self._connection() as conn:
-            cur = conn.execute(_sql(sql), list(params))
+            cur = conn.execute(_sql(sql), _params(params))
             return cur.fetchall() if cur.description else []
 
     def _execute(self, sql: str, params: Params = ()) -> int:
         with self._connection() as conn:
-            return conn.execute(_sql(sql), list(params)).rowcount
+            return conn.execute(_sql(sql), _params(params)).rowcount
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

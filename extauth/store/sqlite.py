@@ -62,6 +62,8 @@ class SQLiteStore(Queries):
 
     def _rows(self, sql: str, params: Params = ()) -> list[Row]:
         cursor = self.db.execute(sql, list(params))
+        if cursor.description is None:  # a statement without RETURNING
+            return []
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
