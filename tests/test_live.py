@@ -82,6 +82,8 @@ def test_live_two_workers_share_one_database(tmp_path: Path, fake: FakeProvider)
 
 def test_live_demo_walkthrough(demo: DemoServer) -> None:
     base = demo.url
+    # The way in for a person: the sign-in page, with the token printed above it.
+    assert f"open {base}/login, paste the token above" in demo.output()
     with httpx.Client(base_url=base, headers={"Coder-Session-Token": demo.token},
                       timeout=10) as c:
         providers = c.get(API).json()["providers"]
@@ -89,7 +91,10 @@ def test_live_demo_walkthrough(demo: DemoServer) -> None:
         device = c.get(f"{API}/demo/device").json()
         assert device["verification_uri"] == f"{base}/demo/device"
         page = httpx.get(device["verification_uri"], params={"user_code": device["user_code"]})
-        assert page.status_code == 200 and "Approved" in page.text
+        assert page.status_code == 200 and "<h1>Approved</h1>" in page.text
+        # The demo provider's pages have extauth's look, under the same policy.
+        assert '<link rel="stylesheet" href="/assets/style.css">' in page.text
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
         r = c.post(f"{API}/demo/device", json={"device_code": device["device_code"]})
         assert r.status_code == 204
         status = c.get(f"{API}/demo").json()
