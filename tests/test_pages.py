@@ -302,7 +302,8 @@ def test_a_provider_failure_is_a_502_page(api: Api, fake: FakeProvider) -> None:
     fake.script("validate", *[Answer(status=503, text="down")] * 2)
     headers = _cookie(token)
     text = _is_page(api.get("/external-auth/fake", headers=headers), 502)
-    assert "<h1>Failed to validate token with provider &#39;fake&#39;: it answered HTTP 503.</h1>" in text
+    assert ("<h1>Failed to validate token with provider &#39;fake&#39;: "
+            "it answered HTTP 503.</h1>") in text
 
 
 def test_a_wrong_method_on_a_page_is_a_405_page(api: Api) -> None:
