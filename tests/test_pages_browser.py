@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import pytest
 import yaml
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from tests.fake_provider import Answer, FakeProvider
 from tests.live import LiveServer, cli
 from tests.oidc_provider import OidcProvider
 from tests.test_live import DemoServer
@@ -74,9 +76,16 @@ class Tab:
             (self.page.url, f"page error: {exc}")))
 
     def _console(self, message: Any) -> None:
-        # The sign-in form's own 401 is logged as a failed resource.
-        if message.type == "error" and "status of 401" not in message.text:
-            self.problems.append((message.location.get("url", ""), message.text))
+        if message.type != "error":
+            return
+        url = message.location.get("url", "")
+        # Chromium logs every answer >= 400 as a failed load: the API's (the
+        # device flow polls through 400 authorization_pending, by design) and
+        # the sign-in form's 401 are answers, not problems of the page.
+        answered = message.text.startswith("Failed to load resource: the server responded")
+        if answered and ("/api/v2/" in url or "status of 401" in message.text):
+            return
+        self.problems.append((url, message.text))
 
     def ours(self) -> list[str]:
         return [text for url, text in self.problems
@@ -454,3 +463,72 @@ def test_oidc_provider_web_flow(oidc_site: OidcSite, tab: Tab) -> None:
     expect(page.get_by_role("heading", name="Authenticated with OIDC web")).to_be_visible()
     expect(page.get_by_text(re.compile("^Signed in at OIDC web as oscar"))).to_be_visible()
     assert links_of(server.db, "oscar") == ["oidc-web"]
+
+
+# -- the device flow's answers, from our fake provider ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_site(tmp_path_factory: pytest.TempPathFactory,
+              _fake_server: FakeProvider) -> Iterator[LiveServer]:
+    server = LiveServer(tmp_path_factory.mktemp("browser-fake"),
+                        [_fake_server.config(display_name="Fake Git")]).start()
+    yield server
+    server.stop()
+
+
+def _device(fake: FakeProvider, code: str, user_code: str, interval: int,
+            expires_in: int = 900) -> Answer:
+    return Answer(json={"device_code": code, "user_code": user_code,
+                        "verification_uri": f"{fake.url}/device",
+                        "expires_in": expires_in, "interval": interval})
+
+
+def _oauth_error(code: str) -> Answer:
+    return Answer(status=400, json={"error": code})
+
+
+def test_the_device_flow_slows_down_and_shows_denial_and_expiry(
+    fake_site: LiveServer, fake: FakeProvider, tab: Tab
+) -> None:
+    """Polling at the provider's interval, 5 s slower after ``slow_down`` (RFC 8628
+    3.5); ``access_denied`` and ``expired_token`` end it with Try again."""
+    page = tab.page
+    polls: list[float] = []
+    page.on("request", lambda r: polls.append(time.monotonic()) if (
+        r.method == "POST" and r.url.endswith("/api/v2/external-auth/fake/device")) else None)
+    fake.script("device", _device(fake, "dc-one", "ONE-CODE", interval=1),
+                _device(fake, "dc-two", "TWO-CODE", interval=1))
+    fake.script("token", _oauth_error("authorization_pending"), _oauth_error("slow_down"),
+                _oauth_error("access_denied"), _oauth_error("expired_token"))
+    open_provider_page(page, fake_site.url, fake_site.token("dora"), "fake")
+
+    page.get_by_role("button", name="Link", exact=True).click()
+    expect(page.get_by_label("User code")).to_have_text("ONE-CODE")
+    expect(page.get_by_role("alert")).to_have_text("Access to Fake Git was denied.",
+                                                   timeout=LINKED_WITHIN_MS)
+    assert len(polls) == 3, polls
+    assert polls[1] - polls[0] < 4, "polled at the provider's interval (1 s)"
+    assert polls[2] - polls[1] >= 5.5, "slow_down added 5 seconds"
+    expect(page.get_by_label("User code")).to_be_hidden()
+    retry = page.get_by_role("button", name="Try again")
+    expect(retry).to_be_focused()
+
+    retry.click()
+    expect(page.get_by_label("User code")).to_have_text("TWO-CODE")
+    expect(page.get_by_role("alert")).to_have_text(
+        "The one-time code has expired. Try again to get a new one.", timeout=LINKED_WITHIN_MS)
+    assert [s.form["device_code"] for s in fake.seen("token")] == [
+        "dc-one", "dc-one", "dc-one", "dc-two"]
+    assert links_of(fake_site.db, "dora") == []
+
+
+def test_the_device_flow_says_when_the_provider_is_down(
+    fake_site: LiveServer, fake: FakeProvider, tab: Tab
+) -> None:
+    page = tab.page
+    fake.script("device", Answer(status=503, text="down"))
+    open_provider_page(page, fake_site.url, fake_site.token("dora"), "fake")
+    page.get_by_role("button", name="Link", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text("Provider 'fake'")
+    expect(page.get_by_role("button", name="Try again")).to_be_visible()
