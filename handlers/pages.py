@@ -15,7 +15,7 @@ from starlette.datastructures import Headers
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from extauth import pages
-from extauth.errors import ExtauthError, NotFoundError, UnauthorizedError
+from extauth.errors import NotFoundError, UnauthorizedError
 from extauth.pages import views
 from handlers import service
 from handlers.security import SESSION_NAME, first_cookie
@@ -31,13 +31,8 @@ def _see_other(location: str) -> RedirectResponse:
 
 def _refuse_cross_site() -> None:
     headers = Headers(scope=scope)
-    if pages.is_cross_site(headers.get("origin"), headers.get("sec-fetch-site"),
-                           headers.get("host"), service().settings.base_url()):
-        raise ExtauthError(
-            "Cross-site request refused.",
-            detail="This form can only be sent from this site's own pages.",
-            status=403,
-        )
+    pages.refuse_cross_site(headers.get("origin"), headers.get("sec-fetch-site"),
+                            headers.get("host"), service().settings.base_url())
 
 
 async def login_page(redirect: str | None = None) -> Response:
@@ -64,10 +59,8 @@ async def sign_in(body: dict[str, Any]) -> Response:
     except UnauthorizedError as err:
         return _page(pages.render("login.html", redirect=target, error=err), err.status)
     response = _see_other(target)
-    response.set_cookie(
-        SESSION_NAME, token, httponly=True, samesite="lax", path="/",
-        secure=links.settings.base_url().startswith("https://"),
-    )
+    response.set_cookie(SESSION_NAME, token, httponly=True, samesite="lax", path="/",
+                        secure=pages.secure_cookie(links.settings.base_url()))
     return response
 
 
@@ -76,7 +69,7 @@ async def sign_out(body: dict[str, Any] | None = None) -> Response:
     _refuse_cross_site()
     response = _see_other(pages.SIGN_IN)
     response.delete_cookie(SESSION_NAME, path="/", httponly=True, samesite="lax",
-                           secure=service().settings.base_url().startswith("https://"))
+                           secure=pages.secure_cookie(service().settings.base_url()))
     return response
 
 

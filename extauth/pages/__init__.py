@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from extauth.errors import ExtauthError
+from extauth.errors import CrossSiteError, ExtauthError
 from extauth.webflow import same_site
 
 HERE = Path(__file__).resolve().parent
@@ -55,9 +55,9 @@ def render(template: str, **context: object) -> str:
     return _ENV.get_template(template).render(**context)
 
 
-def error_page(err: ExtauthError, user_name: str = "") -> str:
+def error_page(err: ExtauthError) -> str:
     """An error as a person reads it: the same message and detail as the JSON."""
-    return render("error.html", error=err, user_name=user_name)
+    return render("error.html", error=err)
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,18 @@ def sign_in_url(path: str, query: str) -> str:
     kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in TOKEN_PARAMS]
     back = f"{path}?{urlencode(kept)}" if kept else path
     return f"{SIGN_IN}?redirect={quote(back, safe='/')}"
+
+
+def refuse_cross_site(origin: str | None, fetch_site: str | None, host: str | None,
+                      access_url: str) -> None:
+    """Raise ``CrossSiteError`` when a form post comes from another site."""
+    if is_cross_site(origin, fetch_site, host, access_url):
+        raise CrossSiteError()
+
+
+def secure_cookie(access_url: str) -> bool:
+    """Whether the session cookie is Secure: when the site is served over https."""
+    return access_url.startswith("https://")
 
 
 def is_cross_site(origin: str | None, fetch_site: str | None, host: str | None,
