@@ -205,14 +205,17 @@ class WebFlow:
         self.consent = consent
         self.overrides = overrides
 
+    def providers(self) -> list[dict[str, Any]]:
+        """extauth's provider configs, once the provider runs: ``oidc``, web flow."""
+        overrides = dict(self.overrides)
+        if not self.consent:
+            overrides.setdefault("auth_url", self.oidc.endpoint("authorization_endpoint"))
+        return [self.oidc.web_provider_config(**overrides)]
+
     def __enter__(self) -> WebFlow:
         self.oidc.start()
         try:
-            overrides = dict(self.overrides)
-            if not self.consent:
-                overrides.setdefault("auth_url", self.oidc.endpoint("authorization_endpoint"))
-            config = self.oidc.web_provider_config(**overrides)
-            self.server.config.write_text(yaml.safe_dump({"external_auth": [config]}))
+            self.server.config.write_text(yaml.safe_dump({"external_auth": self.providers()}))
             self.server.start()
         except BaseException:
             self.oidc.stop()

@@ -23,12 +23,11 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.fake_provider import Answer, FakeProvider
 from tests.live import LiveServer, cli
-from tests.oidc_provider import OidcProvider
+from tests.test_e2e_oidc import WebFlow
 from tests.test_live import DemoServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
@@ -373,32 +372,16 @@ def test_the_pages_are_readable_at_320_pixels(demo: DemoServer, browser: Browser
 # -- panva's oidc-provider -----------------------------------------------------------------
 
 
-class OidcSite:
-    """extauth with two providers at one oidc-provider: ``oidc`` (device flow)
-    and ``oidc-web`` (web flow, its callback the client's redirect URI)."""
+class OidcSite(WebFlow):
+    """extauth with two providers at one oidc-provider: ``oidc`` (web flow, its
+    callback the client's redirect URI) and ``oidc-device`` (device flow)."""
 
     def __init__(self, tmp: Path) -> None:
-        self.server = LiveServer(tmp, [])
-        callback = f"{self.server.url}/external-auth/oidc-web/callback"
-        self.oidc = OidcProvider(tmp, redirect_uris=[callback])
+        super().__init__(tmp, display_name="OIDC web")
 
-    def __enter__(self) -> OidcSite:
-        self.oidc.start()
-        try:
-            providers = [self.oidc.provider_config(display_name="OIDC device"),
-                         self.oidc.web_provider_config(id="oidc-web", display_name="OIDC web")]
-            self.server.config.write_text(yaml.safe_dump({"external_auth": providers}))
-            self.server.start()
-        except BaseException:
-            self.oidc.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.server.stop()
-        finally:
-            self.oidc.stop()
+    def providers(self) -> list[dict[str, Any]]:
+        device = self.oidc.provider_config(id="oidc-device", display_name="OIDC device")
+        return [*super().providers(), device]
 
 
 @pytest.fixture(scope="module")
@@ -434,7 +417,7 @@ def test_oidc_provider_device_flow(oidc_site: OidcSite, tab: Tab) -> None:
     token = server.token("olivia")
     tab.origin = server.url
     page, context = tab.page, tab.context
-    open_provider_page(page, server.url, token, "oidc")
+    open_provider_page(page, server.url, token, "oidc-device")
     page.get_by_role("button", name="Link", exact=True).click()
     code = page.get_by_label("User code")
     expect(code).not_to_be_empty()
@@ -448,7 +431,7 @@ def test_oidc_provider_device_flow(oidc_site: OidcSite, tab: Tab) -> None:
     expect(page.get_by_role("heading", name="Authenticated with OIDC device")).to_be_visible(
         timeout=LINKED_WITHIN_MS)
     expect(page.get_by_text(re.compile("^Signed in at OIDC device as olivia"))).to_be_visible()
-    assert links_of(server.db, "olivia") == ["oidc"]
+    assert links_of(server.db, "olivia") == ["oidc-device"]
 
 
 def test_oidc_provider_web_flow(oidc_site: OidcSite, tab: Tab) -> None:
@@ -456,13 +439,13 @@ def test_oidc_provider_web_flow(oidc_site: OidcSite, tab: Tab) -> None:
     token = server.token("oscar")
     tab.origin = server.url
     page = tab.page
-    open_provider_page(page, server.url, token, "oidc-web")
+    open_provider_page(page, server.url, token, "oidc")
     page.get_by_role("link", name="Link", exact=True).click()
     through_oidc_pages(page, "oscar")
-    expect(page).to_have_url(f"{server.url}/external-auth/oidc-web?redirected=true")
+    expect(page).to_have_url(f"{server.url}/external-auth/oidc?redirected=true")
     expect(page.get_by_role("heading", name="Authenticated with OIDC web")).to_be_visible()
     expect(page.get_by_text(re.compile("^Signed in at OIDC web as oscar"))).to_be_visible()
-    assert links_of(server.db, "oscar") == ["oidc-web"]
+    assert links_of(server.db, "oscar") == ["oidc"]
 
 
 # -- the device flow's answers, from our fake provider ----------------------------------
