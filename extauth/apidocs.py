@@ -20,6 +20,7 @@ from extauth.app import spec_path
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 BASE = "http://127.0.0.1:8080"
 SESSION_HEADER = "Coder-Session-Token"
+FORM = "application/x-www-form-urlencoded"
 GENERATED_NOTE = ("<!-- Generated from openapi.yaml by `extauth docs`. Do not edit: change the "
                   "spec and run `extauth docs`. -->")
 
@@ -165,8 +166,14 @@ class _Renderer:
     def schema_name(self, content: dict[str, Any] | None) -> str:
         if not content:
             return "(no body)"
-        media = content.get("application/json") or next(iter(content.values()))
-        return self.type_of(media.get("schema"))
+        kinds = []
+        if "application/json" in content:
+            kinds.append(self.type_of(content["application/json"].get("schema")))
+        if "text/html" in content:
+            kinds.append("HTML page")
+        if not kinds:
+            kinds = [self.type_of(media.get("schema")) for media in content.values()]
+        return " or ".join(dict.fromkeys(kinds))
 
     # -- output -------------------------------------------------------------------------
 
@@ -273,9 +280,14 @@ class _Renderer:
             content = body.get("content", {})
             media, spec = next(iter(content.items()))
             example = self.body_example(spec)
-            parts.append(f"-H 'Content-Type: {media}'")
-            if example is not None:
-                parts.append(f"-d {shell_quote(json.dumps(example, ensure_ascii=False))}")
+            if media == FORM and isinstance(example, dict):
+                # curl sends --data-urlencode as a form, Content-Type included.
+                parts += [f"--data-urlencode {shell_quote(f'{k}={v}')}"
+                          for k, v in example.items()]
+            else:
+                parts.append(f"-H 'Content-Type: {media}'")
+                if example is not None:
+                    parts.append(f"-d {shell_quote(json.dumps(example, ensure_ascii=False))}")
         parts.append(f'"$BASE{url}"')
         lines = [parts[0]]
         for part in parts[1:]:

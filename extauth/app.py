@@ -39,11 +39,13 @@ from connexion.exceptions import (
 )
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.options import SwaggerUIOptions
+from connexion.validators import FormDataValidator
 from connexion.validators.json import JSONRequestBodyValidator
 from jsonschema import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
+from extauth import pages
 from extauth._connexion import (
     CachedApi,
     ParameterValidator,
@@ -53,6 +55,7 @@ from extauth._connexion import (
 from extauth.crypto import Cipher
 from extauth.edge import API_PREFIX, Edge
 from extauth.errors import (
+    SIGNED_OUT,
     BadRequestError,
     ExtauthError,
     UnauthorizedError,
@@ -151,6 +154,11 @@ def _validation(error: ValidationError) -> Validation:
 # -- errors ------------------------------------------------------------------------
 
 
+def _path_pattern(path: str) -> re.Pattern[str]:
+    """A spec path template as a regular expression over request paths."""
+    return re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$")
+
+
 class _Allow:
     """The methods the spec declares for a request path, for 405 answers."""
 
@@ -160,8 +168,7 @@ class _Allow:
             methods = sorted(m.upper() for m in item if m in _METHODS)
             if "GET" in methods:
                 methods.append("HEAD")
-            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))
-            self.routes.append((re.compile(f"^{pattern}$"), ", ".join(sorted(methods))))
+            self.routes.append((_path_pattern(path), ", ".join(sorted(methods))))
 
     def __call__(self, path: str) -> str:
         for pattern, methods in self.routes:
@@ -171,6 +178,32 @@ class _Allow:
 
 
 _METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+class _Browser:
+    """The paths a person opens in a browser, from the spec's marks.
+
+    ``x-extauth-page: true``: the operation is a page, whose errors are pages
+    too. ``x-extauth-signed-out: sign-in`` (and every page): without a session
+    the browser is sent to the sign-in page, which comes back here, instead of
+    getting a 401.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.routes: list[tuple[re.Pattern[str], bool, bool]] = []
+        for path, item in spec.get("paths", {}).items():
+            ops = [op for method, op in item.items() if method in _METHODS]
+            page = any(op.get("x-extauth-page") is True for op in ops)
+            sign_in = page or any(op.get("x-extauth-signed-out") == "sign-in" for op in ops)
+            if sign_in:
+                self.routes.append((_path_pattern(path), page, sign_in))
+
+    def __call__(self, path: str) -> tuple[bool, bool]:
+        """(errors are pages, a missing session goes to sign in) for ``path``."""
+        for pattern, page, sign_in in self.routes:
+            if pattern.match(path):
+                return page, sign_in
+        return False, False
 
 
 def _json_response(status: int, body: dict[str, Any], headers: dict[str, str]) -> ConnexionResponse:
@@ -190,12 +223,6 @@ def _translate(exc: Exception, allow: _Allow, path: str) -> ExtauthError:
     if isinstance(exc, Unauthorized):
         detail = str(getattr(exc, "detail", "") or "")
         if detail == "No authorization token provided":
-            if path.endswith("/callback"):
-                return UnauthorizedError(
-                    detail="Sign in first: open this URL once with "
-                    "?coder_session_token=<your session token> (it sets the "
-                    "coder_session_token cookie), or send that cookie."
-                )
             return UnauthorizedError(detail=MISSING_DETAIL)
         return UnauthorizedError(detail=f"{detail.rstrip('.')}: expected 'Bearer <token>'.")
     if isinstance(exc, ExtraParameterProblem):
@@ -232,10 +259,25 @@ def _translate(exc: Exception, allow: _Allow, path: str) -> ExtauthError:
     return ExtauthError("An internal server error occurred.", status=500)
 
 
-def _error_handler(allow: _Allow) -> Any:
+def _error_handler(allow: _Allow, browser: _Browser) -> Any:
     def handle(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-        err = _translate(exc, allow, request.url.path)
+        path = request.url.path
+        err = _translate(exc, allow, path)
+        page, sign_in = browser(path)
+        if sign_in and err.status == 401 and err.message == SIGNED_OUT:
+            return ConnexionResponse(status_code=303, headers={
+                "Location": pages.sign_in_url(path, request.url.query),
+                "Cache-Control": "no-store",
+            })
         headers = dict(err.headers)
+        if page:
+            return ConnexionResponse(
+                status_code=err.status,
+                mimetype="text/html",
+                content_type="text/html; charset=utf-8",
+                body=pages.error_page(err),
+                headers={**headers, **pages.SECURITY_HEADERS},
+            )
         if err.status == 401:
             headers.setdefault(
                 "WWW-Authenticate",
@@ -289,7 +331,8 @@ def create_app(settings: Settings) -> Edge:
         lifespan=lifespan,
         middlewares=middlewares(settings.validate_responses),
         validator_map={
-            "body": {"application/json": JSONBodyValidator},
+            "body": {"application/json": JSONBodyValidator,
+                     "application/x-www-form-urlencoded": FormDataValidator},
             "parameter": ParameterValidator,
         },
     )
@@ -301,7 +344,7 @@ def create_app(settings: Settings) -> Edge:
         validate_responses=settings.validate_responses,
         resolver_error=None,
     )
-    handler = _error_handler(_Allow(spec))
+    handler = _error_handler(_Allow(spec), _Browser(spec))
     handlers = [(exc_class, handler)
                 for exc_class in (ExtauthError, ProblemException, HTTPException, Exception)]
     for exc_class, fn in handlers:

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from extauth import pages
 from extauth.settings import ProviderConfig, Settings
 
 PROVIDER_ID = "demo"
@@ -113,16 +115,19 @@ def create(base_url: str) -> tuple[Starlette, ProviderConfig]:
                 message = f"No pending device authorization has the code {entered}."
             else:
                 found.approved = True
-                return HTMLResponse(_page(
+                return _html(_page(
                     "Approved",
                     f"<p>The code <b>{html.escape(entered)}</b> is approved for the demo "
-                    f"account <b>{LOGIN}</b>. Go back and exchange the device code.</p>",
+                    f"account <b>{LOGIN}</b>. You can close this tab: extauth finishes the link "
+                    "by itself (or exchange the device code, with curl).</p>",
                 ))
-        return HTMLResponse(_page(
+        return _html(_page(
             "Approve a device",
-            f"<p>{html.escape(message)}</p>"
-            '<form method="post"><label>User code <input name="user_code" '
-            'autofocus></label> <button>Approve</button></form>',
+            (f'<p class="alert" role="alert">{html.escape(message)}</p>' if message else "")
+            + "<p>Enter the code the application shows you.</p>"
+            '<form method="post" class="stack"><label for="user_code">User code</label>'
+            '<input id="user_code" name="user_code" type="text" autocomplete="off" '
+            'spellcheck="false" autofocus><button class="primary">Approve</button></form>',
         ))
 
     async def authorize(request: Request) -> Response:
@@ -130,18 +135,18 @@ def create(base_url: str) -> tuple[Starlette, ProviderConfig]:
         q = request.query_params if request.method == "GET" else await request.form()
         redirect_uri = str(q.get("redirect_uri", ""))
         if q.get("client_id") != CLIENT_ID or not redirect_uri.startswith(base_url + "/"):
-            return HTMLResponse(_page("Unknown client", "<p>Unknown client or redirect URI.</p>"),
-                                status_code=400)
+            return _html(_page("Unknown client", "<p>Unknown client or redirect URI.</p>"), 400)
         if request.method == "GET":
             hidden = "".join(
                 f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(str(v))}">'
                 for k, v in q.items()
             )
-            return HTMLResponse(_page(
+            return _html(_page(
                 "Authorize extauth",
                 f"<p>extauth asks to link the demo account <b>{LOGIN}</b>.</p>"
-                f'<form method="post">{hidden}<button name="decision" value="approve">'
-                'Approve</button> <button name="decision" value="deny">Deny</button></form>',
+                f'<form method="post" class="actions">{hidden}<button class="primary" '
+                'name="decision" value="approve">Approve</button> '
+                '<button name="decision" value="deny">Deny</button></form>',
             ))
         params = {"state": str(q.get("state", ""))}
         if q.get("decision") == "approve":
@@ -261,11 +266,10 @@ def with_demo_provider(settings: Settings, provider: ProviderConfig) -> Settings
 
 
 def _page(title: str, body: str) -> str:
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)} - extauth demo provider</title></head><body>"
-        "<p><i>extauth demo provider: a stand-in for a real OAuth server, "
-        "for trying extauth out. Not for real accounts.</i></p>"
-        f"<h1>{html.escape(title)}</h1>{body}</body></html>"
-    )
+    """A page of the demo provider, in extauth's look; ``body`` is already escaped."""
+    return pages.render("demo.html", title=title, body=Markup(body))
+
+
+def _html(text: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(text, status_code=status, headers=pages.SECURITY_HEADERS)
 

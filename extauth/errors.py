@@ -3,6 +3,7 @@
     ExtauthError                 status, message, detail, validations, headers
     ├── BadRequestError          400
     ├── UnauthorizedError        401, Coder's "signed out" message
+    ├── CrossSiteError           403, a form posted from another site
     ├── NotFoundError            404, Coder's canned not-found message
     ├── PayloadTooLargeError     413
     ├── ProviderRateLimitedError 429 with Retry-After
@@ -73,6 +74,15 @@ class UnauthorizedError(ExtauthError):
 
     message: str = SIGNED_OUT
     status: int = 401
+
+
+@dataclass
+class CrossSiteError(ExtauthError):
+    """A form of our pages was posted from another site."""
+
+    message: str = "Cross-site request refused."
+    detail: str = "This form can only be sent from this site's own pages."
+    status: int = 403
 
 
 @dataclass

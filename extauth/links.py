@@ -321,4 +321,5 @@ class Links:
                 detail=f"{exc.code}: {exc.description}" if exc.description else exc.code,
             ) from None
         link = await self._store_tokens(session, p, tokens, "web")
-        return link, pending.redirect or f"/api/v2/external-auth/{p.id}"
+        # Coder's default: the provider's page, told it was reached from the flow.
+        return link, pending.redirect or f"/external-auth/{p.id}?redirected=true"

@@ -144,13 +144,4 @@ async def external_auth_callback(
         target = await links.start_web(session, externalauth, redirect)
     else:
         _, target = await links.finish_web(session, externalauth, code, state)
-    response = RedirectResponse(target, status_code=307)
-    if "query_token" in token_info:
-        response.set_cookie(
-            "coder_session_token",
-            token_info["query_token"],
-            httponly=True,
-            samesite="lax",
-            secure=links.settings.base_url().startswith("https://"),
-        )
-    return response
+    return RedirectResponse(target, status_code=307)

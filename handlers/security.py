@@ -25,7 +25,7 @@ def pick_token(request: ConnexionRequest) -> tuple[str | None, str]:
     header, then ``Authorization: Bearer``."""
     # As Coder: the first non-empty value of each source, sources in this order.
     for value, source in (
-        (_first_cookie(request.headers.get("cookie", "")), "cookie"),
+        (first_cookie(request.headers.get("cookie", "")), "cookie"),
         (next((v for v in request.query_params.getlist(SESSION_NAME) if v), None), "query"),
         (request.headers.get(HEADER_NAME), "header"),
     ):
@@ -37,7 +37,7 @@ def pick_token(request: ConnexionRequest) -> tuple[str | None, str]:
     return None, ""
 
 
-def _first_cookie(header: str) -> str | None:
+def first_cookie(header: str) -> str | None:
     """The first non-empty ``coder_session_token`` cookie (Starlette keeps the last)."""
     for pair in header.split(";"):
         name, _, value = pair.strip().partition("=")
@@ -50,14 +50,12 @@ def _first_cookie(header: str) -> str | None:
 async def session_token(token: str | None, request: ConnexionRequest) -> dict[str, Any]:
     """connexion's token-info function: the caller's session, or 401. Whichever
     scheme found ``token``, the token used is the one Coder would use."""
-    value, source = pick_token(request)
+    value, _ = pick_token(request)
     if value is None:
         raise OAuthProblem(detail="No authorization token provided")
     links: Links = request.scope["state"]["links"]
     session = await links.authenticate(value)
-    info: dict[str, Any] = {"sub": str(session.user_id), "session": session}
-    if source == "query":
-        # The web flow turns a token given once in the URL into a cookie, so
-        # that the browser's return from the provider is authenticated.
-        info["query_token"] = value
-    return info
+    # A token in the query string authenticates this one request and nothing
+    # more: turned into a cookie, it would let anyone who gets a browser to
+    # open a link plant their own session there.
+    return {"sub": str(session.user_id), "session": session}

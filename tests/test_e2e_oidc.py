@@ -205,14 +205,17 @@ class WebFlow:
         self.consent = consent
         self.overrides = overrides
 
+    def providers(self) -> list[dict[str, Any]]:
+        """extauth's provider configs, once the provider runs: ``oidc``, web flow."""
+        overrides = dict(self.overrides)
+        if not self.consent:
+            overrides.setdefault("auth_url", self.oidc.endpoint("authorization_endpoint"))
+        return [self.oidc.web_provider_config(**overrides)]
+
     def __enter__(self) -> WebFlow:
         self.oidc.start()
         try:
-            overrides = dict(self.overrides)
-            if not self.consent:
-                overrides.setdefault("auth_url", self.oidc.endpoint("authorization_endpoint"))
-            config = self.oidc.web_provider_config(**overrides)
-            self.server.config.write_text(yaml.safe_dump({"external_auth": [config]}))
+            self.server.config.write_text(yaml.safe_dump({"external_auth": self.providers()}))
             self.server.start()
         except BaseException:
             self.oidc.stop()
@@ -267,17 +270,21 @@ def link_count(db: Path) -> int:
 
 
 def start_web(flow: WebFlow, b: httpx.Client, token: str) -> str:
-    """Open the callback with the session token in the URL, as a link would; return
-    the provider's authorize URL extauth redirected to (checked)."""
-    r = b.get(flow.callback, params={"coder_session_token": token})
-    assert r.status_code == 307, (r.text, flow.diagnostics())
-    # The token in the URL becomes an HttpOnly session cookie.
+    """Sign in through the sign-in form, open the callback as the page's Link
+    does; return the provider's authorize URL extauth redirected to (checked)."""
+    r = b.post(f"{flow.server.url}/login", data={"token": token, "redirect": CALLBACK})
+    assert r.status_code == 303, (r.text, flow.diagnostics())
+    assert r.headers["location"] == CALLBACK
+    # The form sets an HttpOnly session cookie.
     [cookie] = r.headers.get_list("set-cookie")
     attributes = [a.strip().lower() for a in cookie.split(";")]
     assert attributes[0] == f"coder_session_token={token}".lower(), cookie
     assert "httponly" in attributes and "samesite=lax" in attributes and "path=/" in attributes
     assert "secure" not in attributes, "the access URL is plain http"
     assert b.cookies.get("coder_session_token") == token
+    r = b.get(flow.callback)
+    assert r.status_code == 307, (r.text, flow.diagnostics())
+    assert "set-cookie" not in r.headers
     return r.headers["location"]
 
 
@@ -319,13 +326,17 @@ def test_web_flow_links_with_pkce(tmp_path: Path) -> None:
         assert "coder_session_token" not in back
         r = b.get(back)
         assert r.status_code == 307, (r.text, flow.diagnostics())
-        assert r.headers["location"] == f"{API}/oidc"
+        assert r.headers["location"] == "/external-auth/oidc?redirected=true"
         assert "set-cookie" not in r.headers
         assert link_count(server.db) == 1
         assert pending_verifiers(server.db) == [], "the state is used up"
 
-        # 4. Where it redirected: the link, validated at the provider's userinfo.
+        # 4. Where it redirected: the provider's page, then the link as the API
+        #    reports it, validated at the provider's userinfo.
         r = b.get(f"{server.url}{r.headers['location']}")
+        assert r.status_code == 200, r.text
+        assert "<h1>Authenticated with oidc</h1>" in r.text
+        r = b.get(f"{server.url}{API}/oidc")
         assert r.status_code == 200, r.text
         status = json_of(r)
         assert isinstance(status, dict)
@@ -432,7 +443,8 @@ def test_web_flow_offline_access_needs_prompt_consent(tmp_path: Path) -> None:
         assert query(authorize)["scope"] == "openid profile offline_access"
         back = flow.oidc.approve_authorization(authorize, login="alice", browser=b)
         r = b.get(back)
-        assert (r.status_code, r.headers["location"]) == (307, f"{API}/oidc"), r.text
+        assert (r.status_code, r.headers["location"]) == (
+            307, "/external-auth/oidc?redirected=true"), r.text
         [link] = b.get(f"{flow.server.url}{API}").json()["links"]
         assert link["authenticated"] is True
         assert link["has_refresh_token"] is False

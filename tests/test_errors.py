@@ -19,7 +19,7 @@ def _error(r, status: int) -> dict:  # type: ignore[no-untyped-def]
     return body  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("path", ["/", "/api/v2", "/api/v2/nothing", "/external-auth",
+@pytest.mark.parametrize("path", ["/", "/api/v2", "/api/v2/nothing", "/external-auth/fake/x",
                                   "/api/v2/external-auth/fake/device/extra"])
 def test_unknown_route_is_404_route_not_found(api: Api, path: str) -> None:
     assert _error(api.get(path, headers=api.login()), 404) == {"message": "Route not found."}

@@ -10,7 +10,9 @@ missing and invalid values, methods and content types, ``fuzzing`` with
 Hypothesis) and then the stateful phase through the spec's OpenAPI links
 (device start -> exchange -> get / delete). Every built-in check runs on every
 response, with three of ours: ``coder_error_shape``, ``no_secret_leaks`` and
-``no_existence_oracle``.
+``no_existence_oracle``. The pages (tag ``Pages``) are fuzzed like the rest:
+their errors are HTML pages, and without a session they answer 303 to the
+sign-in page, both as the spec declares.
 
 Authentication. The spec offers four alternative schemes (cookie, query
 parameter, header, bearer) and the server picks Coder's order, cookie > query >
@@ -45,7 +47,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import hypothesis
 import pytest
@@ -82,7 +83,18 @@ OP_DEVICE = "GET /api/v2/external-auth/{externalauth}/device"
 OP_EXCHANGE = "POST /api/v2/external-auth/{externalauth}/device"
 OP_CALLBACK = "GET /external-auth/{externalauth}/callback"
 OP_HEALTH = "GET /healthz"
-OPERATIONS = (OP_LIST, OP_GET, OP_DELETE, OP_DEVICE, OP_EXCHANGE, OP_CALLBACK, OP_HEALTH)
+OP_LOGIN_PAGE = "GET /login"
+OP_SIGN_IN = "POST /login"
+OP_SIGN_OUT = "POST /logout"
+OP_PAGE_LIST = "GET /external-auth"
+OP_PAGE_PROVIDER = "GET /external-auth/{externalauth}"
+OP_ASSET = "GET /assets/{name}"
+OPERATIONS = (OP_LIST, OP_GET, OP_DELETE, OP_DEVICE, OP_EXCHANGE, OP_CALLBACK, OP_HEALTH,
+              OP_LOGIN_PAGE, OP_SIGN_IN, OP_SIGN_OUT, OP_PAGE_LIST, OP_PAGE_PROVIDER, OP_ASSET)
+# Pages answer people: their errors are HTML pages (``x-extauth-page``).
+PAGES = (OP_LOGIN_PAGE, OP_SIGN_IN, OP_SIGN_OUT, OP_PAGE_LIST, OP_PAGE_PROVIDER)
+# Without a session these send the browser to sign in: 303 to /login?redirect=.
+SIGN_IN_FIRST = (OP_CALLBACK, OP_PAGE_LIST, OP_PAGE_PROVIDER)
 GENERATING_PHASES = ("examples", "coverage", "fuzzing")
 
 # Every check schemathesis 4.32 ships. ``object_level_authorization`` needs
@@ -219,11 +231,17 @@ def _phase(case: Case) -> str:
 @schemathesis.check
 def coder_error_shape(ctx: CheckContext, response: Response, case: Case) -> bool | None:
     """Every error is Coder's ``Response``: JSON, a string ``message``, and only
-    ``message``/``detail``/``validations``. (3xx are the callback's documented
-    redirects, without a body; HEAD answers carry none.)"""
+    ``message``/``detail``/``validations``; a page's error is an HTML page
+    (titled with that message). (3xx are documented redirects, without a body;
+    HEAD answers carry none.)"""
     if _campaign(case) is None or response.status_code < 400 or response.request.method == "HEAD":
         return None
     ctype = response.headers.get("content-type", [""])[0]
+    if case.operation.label in PAGES and ctype.startswith("text/html"):
+        text = response.content.decode("utf-8")
+        assert "<h1>" in text and "content-security-policy" in response.headers, (
+            f"{response.status_code} page without a heading or a CSP: {text[:200]!r}")
+        return None
     assert ctype.split(";")[0].strip() == "application/json", (
         f"{response.status_code} answered with content type {ctype!r}, not application/json")
     try:
@@ -239,23 +257,18 @@ def coder_error_shape(ctx: CheckContext, response: Response, case: Case) -> bool
     return None
 
 
-def _query_token(response: Response) -> str | None:
-    values = parse_qs(urlsplit(response.request.url).query, keep_blank_values=True)
-    found = values.get(SESSION_NAME)
-    return found[0] if found else None
-
-
-def _session_cookie_from_query(response: Response, case: Case, value: str) -> bool:
-    """The one place a token may come back: the callback turns a token given in
-    its URL into the session cookie (documented: ``Set-Cookie`` on its 307)."""
-    if case.operation.label != OP_CALLBACK or response.status_code != 307:
+def _session_cookie_from_sign_in(response: Response, case: Case, value: str) -> bool:
+    """The one place a token may come back: signing in sets the session cookie
+    to the token of the form (documented: ``Set-Cookie`` on its 303)."""
+    if case.operation.label != OP_SIGN_IN or response.status_code != 303:
         return False
     try:
         jar: SimpleCookie = SimpleCookie(value)
     except CookieError:
         return False
     morsel = jar.get(SESSION_NAME)
-    return len(jar) == 1 and morsel is not None and morsel.value == _query_token(response)
+    sent = case.body.get("token") if isinstance(case.body, dict) else None
+    return len(jar) == 1 and morsel is not None and morsel.value == sent
 
 
 @schemathesis.check
@@ -271,7 +284,7 @@ def no_secret_leaks(ctx: CheckContext, response: Response, case: Case) -> bool |
         assert secret not in body, f"the response body contains a secret ({secret[:4]}...)"
     for name, values in response.headers.items():
         for value in values:
-            if name == "set-cookie" and _session_cookie_from_query(response, case, value):
+            if name == "set-cookie" and _session_cookie_from_sign_in(response, case, value):
                 continue
             for secret in secrets:
                 assert secret not in value, f"header {name} contains a secret ({secret[:4]}...)"
@@ -314,12 +327,21 @@ def no_existence_oracle(ctx: CheckContext, response: Response, case: Case) -> bo
     answers = []
     for provider_id in ("fake", NO_SUCH_PROVIDER):
         r = _send(ctx, case, _unauthenticated(case, provider_id))
-        assert not 200 <= r.status_code < 400, (
+        location = (r.headers.get("location") or [""])[0]
+        if 300 <= r.status_code < 400:
+            # The only redirect without a session: to sign in, and back here.
+            assert (case.operation.label in SIGN_IN_FIRST and r.status_code == 303
+                    and location.startswith("/login?redirect=")), (
+                f"an unauthenticated request for provider {provider_id!r} was answered "
+                f"{r.status_code} to {location!r}")
+        assert not 200 <= r.status_code < 300, (
             f"an unauthenticated request for provider {provider_id!r} was answered "
             f"{r.status_code}")
-        # An answer may repeat the path it was asked (405's detail does): that
-        # is the request echoed, not knowledge of the provider.
+        # An answer may repeat the path it was asked (405's detail does, the way
+        # back from sign-in does): that is the request echoed, not knowledge of
+        # the provider.
         answers.append((r.status_code, r.content.replace(provider_id.encode(), b"{id}"),
+                        location.replace(provider_id, "{id}"),
                         r.headers.get("content-type"), r.headers.get("www-authenticate")))
     assert answers[0] == answers[1], (
         "without credentials, provider 'fake' and a nonexistent provider answer differently: "
@@ -357,8 +379,16 @@ def _install_auth(schema: Any, token: str) -> None:
             return token
 
         def set(self, case: Case, data: str, context: Any) -> None:
-            if case.operation.label == OP_HEALTH:  # `security: []`
-                return
+            label = case.operation.label
+            if label == OP_SIGN_IN and isinstance(case.body, dict) and isinstance(
+                    case.body.get("token"), str):
+                # Half the generated sign-in forms carry the real token (chosen
+                # by the drawn one, as deterministic as the draw): the others
+                # reach the form's 401, these its 303 and cookie.
+                if zlib.crc32(case.body["token"].encode("utf-8", "surrogatepass")) % 2:
+                    case.body["token"] = data
+            if label in (OP_HEALTH, OP_LOGIN_PAGE, OP_SIGN_IN, OP_SIGN_OUT, OP_ASSET):
+                return  # `security: []`
             case.headers[SESSION_HEADER] = data
             if SESSION_NAME in case.query:
                 case.query[SESSION_NAME] = data
@@ -451,7 +481,9 @@ def assert_everything_reached(c: Campaign) -> None:
     missing = [(label, phase) for label in OPERATIONS for phase in GENERATING_PHASES
                if c.cases[(label, phase)] == 0]
     assert not missing, f"no cases generated for {missing}"
-    wanted = {OP_LIST: 200, OP_GET: 200, OP_DEVICE: 200, OP_CALLBACK: 307, OP_HEALTH: 200}
+    wanted = {OP_LIST: 200, OP_GET: 200, OP_DEVICE: 200, OP_CALLBACK: 307, OP_HEALTH: 200,
+              OP_LOGIN_PAGE: 200, OP_SIGN_IN: 303, OP_SIGN_OUT: 303, OP_PAGE_LIST: 200,
+              OP_PAGE_PROVIDER: 200, OP_ASSET: 200}
     for label, status in wanted.items():
         reached = sum(n for (lbl, phase, s), n in c.statuses.items()
                       if lbl == label and s == status and phase in GENERATING_PHASES)
@@ -537,8 +569,12 @@ def test_live_stateful_links(live_schema: Any, live_campaign: Campaign) -> None:
     steps: list[Step] = []
     # A round explores at random, so a seed may end its scenarios before the
     # whole chain ran; a few more rounds (bounded, seeded) complete it.
+    # The stateful phase follows the spec's links, which the pages have none of
+    # (each is fuzzed in the phases above): left in, they would only thin out
+    # the scenarios that walk device start -> exchange -> get / delete.
+    api = live_schema.exclude(tag="Pages")
     for round_ in range(STATEFUL_ROUNDS):
-        steps += run_stateful(live_schema, live_campaign, seed=SEED + round_)
+        steps += run_stateful(api, live_campaign, seed=SEED + round_)
         if links_not_followed(steps) is None:
             break
     problem = links_not_followed(steps)

@@ -93,6 +93,8 @@ def test_live_two_workers_share_one_database(tmp_path: Path, fake: FakeProvider)
 
 def test_live_demo_walkthrough(demo: DemoServer) -> None:
     base = demo.url
+    # The way in for a person: the sign-in page, with the token printed above it.
+    assert f"open {base}/login, paste the token above" in demo.output()
     with httpx.Client(base_url=base, headers={"Coder-Session-Token": demo.token},
                       timeout=10) as c:
         providers = c.get(API).json()["providers"]
@@ -100,7 +102,10 @@ def test_live_demo_walkthrough(demo: DemoServer) -> None:
         device = c.get(f"{API}/demo/device").json()
         assert device["verification_uri"] == f"{base}/demo/device"
         page = httpx.get(device["verification_uri"], params={"user_code": device["user_code"]})
-        assert page.status_code == 200 and "Approved" in page.text
+        assert page.status_code == 200 and "<h1>Approved</h1>" in page.text
+        # The demo provider's pages have extauth's look, under the same policy.
+        assert '<link rel="stylesheet" href="/assets/style.css">' in page.text
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
         r = c.post(f"{API}/demo/device", json={"device_code": device["device_code"]})
         assert r.status_code == 204
         status = c.get(f"{API}/demo").json()
@@ -190,13 +195,17 @@ def consent_form(r: httpx.Response) -> Form:
 
 
 def open_consent_page(demo: DemoServer, b: httpx.Client) -> httpx.Response:
-    """Open the callback with the token in the URL; follow extauth's redirect to the
-    demo provider's consent page and return that page."""
+    """Sign in through the form, open the callback; follow extauth's redirect to
+    the demo provider's consent page and return that page."""
     callback = f"{demo.url}/external-auth/demo/callback"
-    r = b.get(callback, params={"coder_session_token": demo.token})
-    assert r.status_code == 307, (r.text, demo.output())
+    r = b.post(f"{demo.url}/login", data={"token": demo.token, "redirect": callback})
+    assert r.status_code == 303, (r.text, demo.output())
     assert "httponly" in r.headers["set-cookie"].lower()
     assert b.cookies.get("coder_session_token") == demo.token
+    # The absolute URL was reduced to its path: the sign-in page never leaves the site.
+    assert r.headers["location"] == "/external-auth/demo/callback"
+    r = b.get(callback)
+    assert r.status_code == 307, (r.text, demo.output())
     authorize = urlsplit(r.headers["location"])
     assert f"{authorize.scheme}://{authorize.netloc}{authorize.path}" == (
         f"{demo.url}/demo/oauth/authorize")
@@ -223,8 +232,11 @@ def test_live_demo_web_flow_approve(demo: DemoServer) -> None:
         assert set(answer) == {"state", "code"}
         r = b.get(back)
         assert r.status_code == 307, (r.text, demo.output())
-        assert r.headers["location"] == f"{API}/demo"
+        assert r.headers["location"] == "/external-auth/demo?redirected=true"
         r = b.get(f"{demo.url}{r.headers['location']}")
+        assert r.status_code == 200, r.text
+        assert "<h1>Authenticated with Demo provider" in r.text
+        r = b.get(f"{demo.url}{API}/demo")
         assert r.status_code == 200, r.text
         status = r.json()
         assert status["authenticated"] is True
@@ -234,7 +246,7 @@ def test_live_demo_web_flow_approve(demo: DemoServer) -> None:
         # The provider's answer is good once.
         r = b.get(back)
         assert (r.status_code, r.json()["message"]) == (401, "State mismatched.")
-    # The walkthrough prints the token; the access log must not (it came in a URL).
+    # The walkthrough prints the token; the access log must not.
     access_log = [line for line in demo.output().splitlines() if "/external-auth/" in line]
     assert any("GET /external-auth/demo/callback" in line for line in access_log), access_log
     assert not [line for line in access_log if demo.token[11:] in line]

@@ -21,5 +21,11 @@ def test_the_wheel_ships_the_spec_and_the_handlers(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "extauth/openapi.yaml" in names
     assert {"handlers/external_auth.py", "handlers/security.py", "extauth/app.py"} <= names
+    # The pages render from files, not modules: templates, stylesheet, script.
+    pages = ROOT / "extauth" / "pages"
+    shipped = {p.relative_to(ROOT).as_posix()
+               for p in [*pages.glob("templates/*"), *pages.glob("static/*")]}
+    assert {"extauth/pages/templates/base.html", "extauth/pages/static/pages.js"} <= shipped
+    assert shipped <= names, shipped - names
     packaged = zipfile.ZipFile(wheel).read("extauth/openapi.yaml")
     assert packaged == (ROOT / "openapi.yaml").read_bytes()

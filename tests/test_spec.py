@@ -12,6 +12,7 @@ from openapi_spec_validator.readers import read_from_filename
 
 import handlers.external_auth
 import handlers.health
+import handlers.pages
 from extauth.app import create_app, spec_path
 from extauth.settings import Settings
 from tests.conftest import Api, TestClient
@@ -31,37 +32,52 @@ def test_spec_is_valid_openapi_3_0() -> None:
     assert spec["openapi"] == "3.0.3"
 
 
+HANDLERS = {m.__name__: m for m in (handlers.external_auth, handlers.health, handlers.pages)}
+
+
 def test_every_operation_id_is_unique_and_bound_to_a_handler() -> None:
     ids = [op["operationId"] for _, _, op in _operations()]
     assert len(ids) == len(set(ids))
     for op_id in ids:
         module, _, name = op_id.rpartition(".")
-        assert module in ("handlers.external_auth", "handlers.health"), op_id
-        assert callable(getattr({"handlers.external_auth": handlers.external_auth,
-                                 "handlers.health": handlers.health}[module], name)), op_id
+        assert module in HANDLERS, op_id
+        assert callable(getattr(HANDLERS[module], name)), op_id
 
 
 def test_every_public_handler_is_in_the_spec() -> None:
     ids = {op["operationId"] for _, _, op in _operations()}
-    for module in (handlers.external_auth, handlers.health):
+    for module in HANDLERS.values():
         for name, fn in inspect.getmembers(module, inspect.isfunction):
             if fn.__module__ == module.__name__ and not name.startswith("_"):
                 assert f"{module.__name__}.{name}" in ids, name
 
 
+def _resolved(response: dict[str, Any]) -> dict[str, Any]:
+    ref = response.get("$ref", "")
+    return SPEC["components"]["responses"][ref.split("/")[-1]] if ref else response
+
+
 def test_every_operation_declares_its_errors_with_the_response_schema() -> None:
+    """API errors are Coder's Response JSON; a page's errors are pages (HTML), and a
+    page without a session sends the browser to sign in (303) instead of a 401."""
     for path, method, op in _operations():
         codes = set(op["responses"])
+        page = op.get("x-extauth-page") is True
         if op.get("security") != []:
-            assert {"401", "500"} <= codes, (method, path)
+            assert {"303" if page else "401", "500"} <= codes, (method, path)
+        if op.get("x-extauth-signed-out") == "sign-in" or (page and op.get("security") != []):
+            assert op["responses"]["303"] == {"$ref": "#/components/responses/SignInFirst"}
         if "{externalauth}" in path:
             assert "404" in codes, (method, path)
         for code, response in op["responses"].items():
             if code.startswith(("4", "5")):
-                ref = response.get("$ref", "")
-                resolved = SPEC["components"]["responses"][ref.split("/")[-1]] if ref else response
-                schema = resolved["content"]["application/json"]["schema"]
-                assert schema == {"$ref": "#/components/schemas/Response"}, (method, path, code)
+                content = _resolved(response)["content"]
+                if page:
+                    assert content["text/html"]["schema"] == {"type": "string"}, (path, code)
+                    assert set(content) <= {"text/html", "application/json"}, (path, code)
+                if not page or "application/json" in content:
+                    schema = content["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Response"}, (path, code)
 
 
 def test_a_missing_handler_stops_start_up(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

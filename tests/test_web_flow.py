@@ -85,16 +85,16 @@ def test_default_redirect_is_the_providers_status(api: Api, fake: FakeProvider) 
     headers = api.login()
     back = _provider_approves(_start(api, headers))
     r = api.get(back, headers=headers, follow_redirects=False)
-    assert r.headers["location"] == "/api/v2/external-auth/fake"
+    assert r.headers["location"] == "/external-auth/fake?redirected=true"
 
 
 @pytest.mark.parametrize("redirect, expected", [
     ("https://evil.example/steal?x=1", "/steal?x=1"),
     ("//evil.example/steal", "/steal"),
-    ("javascript:alert(1)", "/api/v2/external-auth/fake"),
+    ("javascript:alert(1)", "/external-auth/fake?redirected=true"),
     # browsers read a backslash as a slash: "/\\evil" is "//evil", another site
-    ("/\\evil.example/steal", "/api/v2/external-auth/fake"),
-    ("/ok\\..\\x", "/api/v2/external-auth/fake"),
+    ("/\\evil.example/steal", "/external-auth/fake?redirected=true"),
+    ("/ok\\..\\x", "/external-auth/fake?redirected=true"),
 ])
 def test_redirect_is_reduced_to_path_and_query(
     api: Api, fake: FakeProvider, redirect: str, expected: str
@@ -186,24 +186,58 @@ def test_provider_down_during_exchange_is_502(api: Api, fake: FakeProvider) -> N
     assert r.status_code == 502 and "'fake'" in r.json()["message"]
 
 
-def test_unauthenticated_browser_gets_an_explanation(api: Api) -> None:
-    r = api.get(CALLBACK, follow_redirects=False)
-    assert r.status_code == 401
-    assert "?coder_session_token=" in r.json()["detail"]
+@pytest.mark.parametrize("credentials", [
+    {}, {"Cookie": "coder_session_token=0123456789-" + "x" * 22}])
+def test_a_browser_without_a_session_is_sent_to_sign_in(
+    api: Api, credentials: dict[str, str]
+) -> None:
+    """As Coder: 303 to the sign-in page, which comes back here with the query kept
+    (less any token in it)."""
+    r = api.get(CALLBACK, headers=credentials, follow_redirects=False, params={
+        "code": "c", "state": "s t", "coder_session_token": "0123456789-" + "y" * 22})
+    assert r.status_code == 303
+    assert r.headers["location"] == (
+        "/login?redirect=/external-auth/fake/callback%3Fcode%3Dc%26state%3Ds%2Bt")
+    assert "set-cookie" not in r.headers
+    back = parse_qs(urlsplit(r.headers["location"]).query)["redirect"][0]
+    assert back == "/external-auth/fake/callback?code=c&state=s+t"
 
 
-def test_a_token_in_the_query_becomes_a_session_cookie(api: Api, fake: FakeProvider) -> None:
-    token = api.login()["Coder-Session-Token"]
-    r = api.get(CALLBACK, params={"coder_session_token": token}, follow_redirects=False)
-    assert r.status_code == 307
-    cookie = r.headers["set-cookie"]
-    assert cookie.startswith(f"coder_session_token={token};")
-    assert "HttpOnly" in cookie and "SameSite=lax" in cookie
-    # the browser comes back from the provider with only the cookie
-    back = _provider_approves({"url": r.headers["location"]})
-    r = api.get(back, headers={"Cookie": f"coder_session_token={token}"},
+def _planted(api: Api, fake: FakeProvider, victim: dict[str, str]) -> httpx.Response:
+    """The planting attack: the victim's browser opens the callback with the
+    attacker's token in the URL, the provider approves (silently, as it does for
+    an app approved before), and the browser comes back with only its own
+    cookies. Returns the answer to that return."""
+    attacker = api.login("mallory")["Coder-Session-Token"]
+    r = api.get(CALLBACK, params={"coder_session_token": attacker}, headers=victim,
                 follow_redirects=False)
-    assert r.status_code == 307
+    # The token authenticates this one request (Coder's token order)...
+    assert r.status_code == 307, r.text
+    # ...and never becomes a cookie.
+    assert "set-cookie" not in r.headers
+    back = _provider_approves({"url": r.headers["location"]})
+    return api.get(back, headers=victim, follow_redirects=False)
+
+
+def test_a_token_in_the_query_plants_no_session(api: Api, fake: FakeProvider) -> None:
+    r = _planted(api, fake, victim={})
+    assert r.status_code == 303 and r.headers["location"].startswith("/login?redirect=")
+    assert "set-cookie" not in r.headers
+    assert api.store.get_link(api.user_id("mallory"), "fake") is None
+    assert fake.seen("token") == [], "no code was exchanged"
+
+
+def test_a_token_in_the_query_does_not_override_a_signed_in_victim(
+    api: Api, fake: FakeProvider
+) -> None:
+    """The cookie comes first in Coder's order: the victim's own session runs the
+    flow, and the provider account ends up where it belongs."""
+    victim = {"Cookie": f"coder_session_token={api.login('alice')['Coder-Session-Token']}"}
+    r = _planted(api, fake, victim)
+    assert r.status_code == 307, r.text
+    assert "set-cookie" not in r.headers
+    assert api.store.get_link(api.user_id("mallory"), "fake") is None
+    assert api.store.get_link(api.user_id("alice"), "fake") is not None
 
 
 def test_provider_without_auth_url_has_no_web_flow(make_api, fake: FakeProvider) -> None:

@@ -138,7 +138,10 @@ Session token for user 'demo' (new on every start):
 
   export TOKEN={token}
 
-Try every operation:
+In a browser: open {base}/login, paste the token above as "Session token",
+sign in, then "Link" the demo provider.
+
+Or with curl, every operation:
 
   curl -s {h} {api}                      # providers and your links
   curl -s {h} {api}/demo/device          # start a device flow
