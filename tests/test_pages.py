@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from extauth.pages import CONTENT_SECURITY_POLICY, is_cross_site, sign_in_url
-from tests.conftest import Api, link
+from tests.conftest import Api, link, sql
 from tests.fake_provider import Answer, FakeProvider
 
 HTML = "text/html; charset=utf-8"
@@ -224,7 +224,7 @@ def test_the_list_page_shows_every_provider_and_the_callers_links(
 def test_the_list_page_shows_a_links_validate_error(api: Api, fake: FakeProvider) -> None:
     token = _token(api)
     link(api, fake, expires_in=None)
-    api.store.db.execute("UPDATE external_auth_links SET access_token = ''")
+    sql(api, "UPDATE external_auth_links SET access_token = ''")
     text = _is_page(api.get("/external-auth", headers=_cookie(token)))
     assert "Linked, but not usable: The link holds no access token; link again." in text
 
