@@ -714,16 +714,9 @@ def live(tmp_path_factory: pytest.TempPathFactory,
 def _live_db(server: LiveServer) -> Callable[[str], Any]:
     def execute(sql: str) -> Any:
         with sqlite3.connect(f"file:{server.db}?mode=ro", uri=True) as conn:
-            return _Rows(conn.execute(sql).fetchall())
+            conn.row_factory = sqlite3.Row
+            return [dict(row) for row in conn.execute(sql).fetchall()]
     return execute
-
-
-class _Rows:
-    def __init__(self, rows: list[Any]) -> None:
-        self.rows = rows
-
-    def fetchall(self) -> list[Any]:
-        return self.rows
 
 
 class Raw:
