@@ -122,6 +122,9 @@ class Settings:
     validate_cache_seconds: float = 5.0
     # AES-256-GCM keys for tokens at rest; the first encrypts. Never printed.
     encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # Build the app from connexion's own classes, without extauth's cheaper
+    # ones (extauth/_connexion.py): the way out if a connexion upgrade breaks them.
+    stock_connexion: bool = False
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
         for p in self.providers:
@@ -323,6 +326,8 @@ def load_settings(
         refresh_retry_seconds=_env_number(env, "EXTAUTH_REFRESH_RETRY_SECONDS", float, 10.0),
         audit_retention_days=_env_number(env, "EXTAUTH_AUDIT_RETENTION_DAYS", int, 90),
         validate_cache_seconds=_env_number(env, "EXTAUTH_VALIDATE_CACHE_SECONDS", float, 5.0),
+        stock_connexion=_as_bool("env", "EXTAUTH_STOCK_CONNEXION",
+                                 env.get("EXTAUTH_STOCK_CONNEXION", "false")),
     )
     try:
         base = replace(base, encryption_keys=keys_from_env(env))

@@ -71,9 +71,13 @@ class Api:
         return getattr(self.client, name)
 
 
-@pytest.fixture
-def make_api(tmp_path: Path) -> Iterator[Any]:
-    """Build an ``Api`` from raw provider configs and settings overrides."""
+@pytest.fixture(params=[False, True], ids=["fast", "stock"])
+def make_api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Build an ``Api`` from raw provider configs and settings overrides.
+
+    Every in-process test runs twice: through extauth's cheaper connexion
+    classes, and through connexion's own (``EXTAUTH_STOCK_CONNEXION=1``).
+    """
     opened: list[TestClient] = []
 
     def make(*raw_providers: dict[str, Any], **overrides: Any) -> Api:
@@ -83,6 +87,7 @@ def make_api(tmp_path: Path) -> Iterator[Any]:
             providers=providers,
             validate_responses=True,
             provider_timeout=overrides.pop("provider_timeout", 2.0),
+            stock_connexion=overrides.pop("stock_connexion", request.param),
             **overrides,
         )
         client = TestClient(create_app(settings), raise_server_exceptions=False)

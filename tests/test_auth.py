@@ -95,9 +95,11 @@ def test_coders_order_decides_between_conflicting_tokens(api: Api) -> None:
     assert _detail(r) == "API key is invalid."
 
 
-@pytest.mark.parametrize("value", ["Basic dXNlcjpwYXNz", "Bearer", "Token abc"])
+@pytest.mark.parametrize("value", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer  ", "Token abc"])
 def test_other_authorization_schemes_are_401(api: Api, value: str) -> None:
-    assert _detail(api.get(LIST, headers={"Authorization": value}))
+    """No token is no token, as Coder says, however connexion put it."""
+    assert _detail(api.get(LIST, headers={"Authorization": value})) == (
+        'Cookie "coder_session_token" or query parameter must be provided.')
 
 
 def test_only_a_hash_of_the_secret_is_stored(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -118,6 +118,8 @@ def db(api: Api) -> Callable[[str], Any]:
 # -- JSON bodies --------------------------------------------------------------------------
 
 MALFORMED = {
+    # Coder: "Request body must be valid JSON." (EOF), not connexion's "RequestBody is required".
+    "empty": b"",
     "truncated object": b'{"device_code": "ab',
     "truncated after key": b'{"device_code"',
     "truncated after colon": b'{"device_code":',

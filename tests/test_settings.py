@@ -120,3 +120,9 @@ def test_settings_precedence_cli_over_env_over_default(tmp_path: Path) -> None:
 def test_settings_reject_a_bad_port() -> None:
     with pytest.raises(ConfigError, match="EXTAUTH_PORT has value 'eighty'. Not a valid int"):
         load_settings({"EXTAUTH_PORT": "eighty"}, providers=())
+
+
+@pytest.mark.parametrize("value, stock", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_stock_connexion_from_the_environment(value: str, stock: bool) -> None:
+    assert load_settings({"EXTAUTH_STOCK_CONNEXION": value}, providers=()).stock_connexion is stock
+    assert load_settings({}, providers=()).stock_connexion is False
