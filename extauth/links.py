@@ -92,9 +92,19 @@ class Links:
             settings.validate_cache_seconds)
 
     def provider(self, provider_id: str) -> ProviderConfig:
+        """The configured provider, usable or not; 404 when there is none."""
         p = self.settings.provider(provider_id)
         if p is None:
             raise NotFoundError()
+        return p
+
+    def usable(self, provider_id: str) -> ProviderConfig:
+        """The configured provider; 404 when there is none, 503 when its config
+        leaves it unable to work."""
+        p = self.provider(provider_id)
+        if p.unusable:
+            raise UnavailableError(f"Provider {p.id!r} cannot be used as configured.",
+                                   detail=p.unusable)
         return p
 
     async def authenticate(self, token: str | None) -> Session:
@@ -114,6 +124,9 @@ class Links:
         p = self.settings.provider(link.provider_id)
         if p is None:
             return LinkState(link, False, "The provider of this link is no longer configured.")
+        if p.unusable:
+            return LinkState(link, False,
+                             f"The provider cannot be used as configured: {p.unusable}.")
         if link.decrypt_error:
             return LinkState(link, False, f"{link.decrypt_error}; link again or add the key.")
         if not link.access_token:
@@ -133,7 +146,7 @@ class Links:
 
     async def _fresh_state(self, session: Session, link: Link) -> LinkState | None:
         p = self.settings.provider(link.provider_id)
-        if p is None:
+        if p is None or p.unusable:
             return self._state(link)
         outcome = await self.refresher.fresh(session, p, link)
         return self._state(outcome.link, outcome.note) if outcome.link else None
@@ -147,7 +160,7 @@ class Links:
     async def status(self, session: Session, provider_id: str) -> ProviderState:
         """Refresh if needed, then validate the caller's link at the provider, with
         app installations."""
-        p = self.provider(provider_id)
+        p = self.usable(provider_id)
         link = await self._db(self.store.get_link, session.user_id, provider_id)
         state = await self._fresh_state(session, link) if link else None
         if state is None or not state.authenticated:
@@ -203,14 +216,14 @@ class Links:
         return result
 
     async def start_device(self, session: Session, provider_id: str) -> DeviceAuthorization:
-        p = self.provider(provider_id)
+        p = self.usable(provider_id)
         if not p.device_flow:
             raise BadRequestError("Git auth device flow not supported.")
         return await self.client.device_authorize(p)
 
     async def exchange_device(self, session: Session, provider_id: str, device_code: str) -> Link:
         """Poll the provider once; on success store the link."""
-        p = self.provider(provider_id)
+        p = self.usable(provider_id)
         if not p.device_flow:
             raise BadRequestError("Git auth provider does not support device flow.")
         try:
@@ -246,7 +259,7 @@ class Links:
 
     async def start_web(self, session: Session, provider_id: str, redirect: str | None) -> str:
         """Remember a new state (and PKCE verifier) for the caller; return the authorize URL."""
-        p = self.provider(provider_id)
+        p = self.usable(provider_id)
         if not p.auth_url:
             raise BadRequestError(
                 f"Provider {p.id!r} has no web flow.", detail="its auth_url is not set"
@@ -265,7 +278,7 @@ class Links:
         self, session: Session, provider_id: str, code: str, state: str | None
     ) -> tuple[Link, str]:
         """Check the state, exchange the code, store the link; return it and where to go."""
-        p = self.provider(provider_id)
+        p = self.usable(provider_id)
         if not state:
             raise BadRequestError("State must be provided.")
         pending = await self._db(self.store.take_oauth_state, hash_state(state))

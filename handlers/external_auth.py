@@ -35,7 +35,7 @@ def _user(user: ProviderUser) -> dict[str, Any]:
 
 
 def _provider(p: ProviderConfig) -> dict[str, Any]:
-    return {
+    out = {
         "id": p.id,
         "type": p.type,
         "device": p.device_flow,
@@ -46,6 +46,9 @@ def _provider(p: ProviderConfig) -> dict[str, Any]:
         "supports_revocation": bool(p.revoke_url),
         "code_challenge_methods_supported": list(p.pkce_methods),
     }
+    if p.unusable:
+        out["unusable"] = p.unusable
+    return out
 
 
 def _link(state: LinkState) -> dict[str, Any]:

@@ -260,3 +260,39 @@ def test_stored_times_read_back_exactly(api: Api) -> None:
     assert stored is not None and stored.expires_at == when
     assert stored.expires_at.utcoffset() == timedelta(0)
     assert stored.created_at.tzinfo is not None
+
+
+def test_an_unusable_provider_is_listed_and_its_operations_say_why(
+    make_api, fake: FakeProvider
+) -> None:
+    """Coder starts with a Bitbucket Server that has no auth URL; so does extauth,
+    and the provider answers 503 with the reason while the others work."""
+    api = make_api(fake.config(), {"type": "bitbucket-server", "client_id": "bb"})
+    headers = api.login()
+    link(api, fake)
+    link(api, fake, provider="bitbucket-server")
+    body = api.get("/api/v2/external-auth", headers=headers).json()
+    usable, unusable = body["providers"]
+    assert "unusable" not in usable
+    assert unusable["id"] == "bitbucket-server"
+    assert unusable["unusable"].startswith("it has no token URL: set test[1]: 'auth_url'")
+    links = {x["provider_id"]: x for x in body["links"]}
+    assert links["fake"]["authenticated"] is True
+    assert links["bitbucket-server"]["authenticated"] is False
+    assert links["bitbucket-server"]["validate_error"].startswith(
+        "The provider cannot be used as configured: it has no token URL")
+    calls = [("GET", "/api/v2/external-auth/bitbucket-server", None),
+             ("GET", "/api/v2/external-auth/bitbucket-server/device", None),
+             ("POST", "/api/v2/external-auth/bitbucket-server/device", {"device_code": "x"}),
+             ("GET", "/external-auth/bitbucket-server/callback", None)]
+    before = len(fake.requests)
+    for method, path, json in calls:
+        r = api.request(method, path, headers=headers, json=json)
+        assert r.status_code == 503, (path, r.text)
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["message"] == "Provider 'bitbucket-server' cannot be used as configured."
+        assert r.json()["detail"] == unusable["unusable"]
+    assert len(fake.requests) == before
+    r = api.delete("/api/v2/external-auth/bitbucket-server", headers=headers)
+    assert (r.status_code, r.json()) == (200, {"token_revoked": False})
+    assert api.store.get_link(api.user_id("alice"), "bitbucket-server") is None

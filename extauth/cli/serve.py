@@ -74,6 +74,8 @@ def serve(
     settings = cli_settings(host=host, port=port, db_path=db, config=config,
                          access_url=access_url, workers=workers, demo=demo or None)
     store = open_store(str(settings.db_path))
+    for problem in settings.config_warnings():
+        say(f"extauth: warning: {problem}")
     if demo:
         _demo_walkthrough(settings, store)
     elif not settings.providers:
