@@ -20,6 +20,8 @@ from extauth.errors import (
     BadRequestError,
     ExtauthError,
     NotFoundError,
+    ProviderError,
+    ProviderRateLimitedError,
     UnauthorizedError,
     UnavailableError,
 )
@@ -88,7 +90,8 @@ class Links:
             lease_ttl=settings.provider_timeout * 2 + settings.refresh_retry_seconds,
         )
         self._db = off_loop
-        self.verdicts: Verdicts[tuple[TokenCheck, tuple[bool, list[Installation]]]] = Verdicts(
+        self.verdicts: Verdicts[TokenCheck] = Verdicts(settings.validate_cache_seconds)
+        self.installations: Verdicts[tuple[bool, list[Installation]]] = Verdicts(
             settings.validate_cache_seconds)
 
     def provider(self, provider_id: str) -> ProviderConfig:
@@ -152,10 +155,32 @@ class Links:
         return self._state(outcome.link, outcome.note) if outcome.link else None
 
     async def list_links(self, session: Session) -> list[LinkState]:
-        """The caller's links, each refreshed first when it is about to expire."""
+        """The caller's links, each refreshed first when it is about to expire, then
+        validated at its provider, as Coder does; all of them at once."""
         links = await self._db(self.store.links_for_user, session.user_id)
-        states = await asyncio.gather(*(self._fresh_state(session, link) for link in links))
+        states = await asyncio.gather(*(self._listed(session, link) for link in links))
         return [s for s in states if s is not None]
+
+    async def _listed(self, session: Session, link: Link) -> LinkState | None:
+        """One link of the list: what its provider says of it, within the provider
+        timeout. A provider that fails is the link's ``validate_error``, never the
+        list's."""
+        state = await self._fresh_state(session, link)
+        p = self.settings.provider(link.provider_id)
+        if state is None or not state.authenticated or p is None:
+            return state
+        timeout = self.settings.provider_timeout
+        try:
+            check = await asyncio.wait_for(self._verdict(session, p, state.link), timeout)
+        except TimeoutError:
+            return LinkState(state.link, False, f"Provider {p.id!r} did not answer the token "
+                             f"validation within {timeout:g}s.")
+        except (ProviderError, ProviderRateLimitedError) as exc:
+            return LinkState(state.link, False, exc.message)
+        if not check.valid:
+            return LinkState(state.link, False,
+                             f"The token failed to validate: {check.reason}; link again.")
+        return state
 
     async def status(self, session: Session, provider_id: str) -> ProviderState:
         """Refresh if needed, then validate the caller's link at the provider, with
@@ -165,7 +190,8 @@ class Links:
         state = await self._fresh_state(session, link) if link else None
         if state is None or not state.authenticated:
             return ProviderState(p)
-        check, (installable, installations) = await self._verdict(session, p, state.link)
+        check, (installable, installations) = await asyncio.gather(
+            self._verdict(session, p, state.link), self._installations(p, state.link))
         return ProviderState(
             p,
             authenticated=check.valid,
@@ -174,27 +200,31 @@ class Links:
             installations=installations,
         )
 
-    async def _verdict(
-        self, session: Session, p: ProviderConfig, link: Link
-    ) -> tuple[TokenCheck, tuple[bool, list[Installation]]]:
-        """The provider's verdict on the link's access token, with installations:
-        shared by concurrent callers and reused within the verdict window."""
+    @staticmethod
+    def _token_key(p: ProviderConfig, link: Link) -> tuple[int, str, bytes]:
         # Keyed by the token itself (hashed): a row's version restarts at 1 when
         # a link is deleted and made again, a token never comes back.
-        key = (link.user_id, p.id, hashlib.sha256(link.access_token.encode()).digest())
-        return await self.verdicts.get(
-            key, lambda: self._ask_provider(session, p, link.access_token))
+        return link.user_id, p.id, hashlib.sha256(link.access_token.encode()).digest()
 
-    async def _ask_provider(
-        self, session: Session, p: ProviderConfig, token: str
-    ) -> tuple[TokenCheck, tuple[bool, list[Installation]]]:
-        check, installs = await asyncio.gather(
-            self.client.validate(p, token),
-            self.client.installations(p, token),
-        )
+    async def _verdict(self, session: Session, p: ProviderConfig, link: Link) -> TokenCheck:
+        """The provider's verdict on the link's access token: one call in flight per
+        token, whoever asks (the list, a get), reused within the verdict window."""
+        return await self.verdicts.get(
+            self._token_key(p, link), lambda: self._validate(session, p, link.access_token))
+
+    async def _validate(self, session: Session, p: ProviderConfig, token: str) -> TokenCheck:
+        check = await self.client.validate(p, token)
         if not check.valid:
             await self.audit.record(session, p.id, "validate", "invalid", check.reason)
-        return check, installs
+        return check
+
+    async def _installations(
+        self, p: ProviderConfig, link: Link
+    ) -> tuple[bool, list[Installation]]:
+        """The GitHub App installations the token sees (a get needs them, the list
+        does not): shared and reused like the verdict."""
+        return await self.installations.get(
+            self._token_key(p, link), lambda: self.client.installations(p, link.access_token))
 
     async def unlink(self, session: Session, provider_id: str) -> Unlinked:
         """Delete the caller's link, then revoke its grant at the provider."""

@@ -46,6 +46,7 @@ def fake(_fake_server: FakeProvider) -> FakeProvider:
     f.refresh_delay = 0.0
     f.expires_in = 3600
     f.auto_approve = False
+    f.max_in_flight = 0
     return f
 
 

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -26,8 +27,9 @@ from urllib.parse import urlencode
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 ENDPOINTS = ("authorize", "device", "token", "validate", "revoke", "installations")
 
@@ -45,8 +47,14 @@ class Answer:
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # Send the text one character every ``trickle`` seconds (each read is quick,
+    # the whole answer is not).
+    trickle: float = 0.0
 
     def response(self) -> Response:
+        if self.trickle:
+            return StreamingResponse(self._trickled(), self.status, self.headers,
+                                     media_type=self.content_type or "text/plain")
         if self.raw is not None:
             return Response(self.raw, self.status, self.headers, media_type=self.content_type)
         if self.form is not None:
@@ -59,6 +67,11 @@ class Answer:
             return Response(b"", self.status, self.headers, media_type=self.content_type)
         return JSONResponse(self.json, self.status, self.headers,
                             media_type=self.content_type or "application/json")
+
+    async def _trickled(self) -> AsyncIterator[bytes]:
+        for char in self.text or "":
+            await asyncio.sleep(self.trickle)
+            yield char.encode()
 
 
 @dataclass
@@ -95,6 +108,9 @@ class FakeProvider:
         self.expires_in: int | None = 3600
         # Approve every device code as soon as it is issued (for fuzzing).
         self.auto_approve = False
+        # Requests being answered right now, and the most there have been at once.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -273,7 +289,7 @@ class FakeProvider:
                 return answer.response()
             return JSONResponse({"installations": []})
 
-        return Starlette(routes=[
+        return self._counted(Starlette(routes=[
             Route("/authorize", authorize, methods=["GET"]),
             Route("/applications/{client_id}/grant", github_grant, methods=["DELETE"]),
             Route("/device/code", device, methods=["POST"]),
@@ -281,7 +297,21 @@ class FakeProvider:
             Route("/user", user, methods=["GET"]),
             Route("/revoke", revoke, methods=["POST"]),
             Route("/installations", installations, methods=["GET"]),
-        ])
+        ]))
+
+    def _counted(self, app: ASGIApp) -> ASGIApp:
+        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await app(scope, receive, send)
+            finally:
+                self.in_flight -= 1
+
+        return counted
 
     # -- lifecycle -------------------------------------------------------------------
 
