@@ -142,7 +142,7 @@ async def external_auth_callback(
     if error:
         detail = " ".join(x for x in (error_description, error_uri) if x)
         raise BadRequestError(f"Encountered error in oidc process: {error}", detail=detail)
-    if code is None:
+    if not code:  # Coder reads it with Query().Get: empty is absent
         target = await links.start_web(session, externalauth, redirect)
     else:
         _, target = await links.finish_web(session, externalauth, code, state)
@@ -156,3 +156,8 @@ async def external_auth_callback(
             secure=links.settings.base_url().startswith("https://"),
         )
     return response
+
+
+# Coder's legacy path, /gitauth/{id}/callback: the same flow. Its own operationId
+# (connexion keeps per-operation state by operationId), the same function.
+legacy_gitauth_callback = external_auth_callback

@@ -81,8 +81,10 @@ OP_DELETE = "DELETE /api/v2/external-auth/{externalauth}"
 OP_DEVICE = "GET /api/v2/external-auth/{externalauth}/device"
 OP_EXCHANGE = "POST /api/v2/external-auth/{externalauth}/device"
 OP_CALLBACK = "GET /external-auth/{externalauth}/callback"
+OP_LEGACY_CALLBACK = "GET /gitauth/{externalauth}/callback"
+CALLBACKS = (OP_CALLBACK, OP_LEGACY_CALLBACK)
 OP_HEALTH = "GET /healthz"
-OPERATIONS = (OP_LIST, OP_GET, OP_DELETE, OP_DEVICE, OP_EXCHANGE, OP_CALLBACK, OP_HEALTH)
+OPERATIONS = (OP_LIST, OP_GET, OP_DELETE, OP_DEVICE, OP_EXCHANGE, *CALLBACKS, OP_HEALTH)
 GENERATING_PHASES = ("examples", "coverage", "fuzzing")
 
 # Every check schemathesis 4.32 ships. ``object_level_authorization`` needs
@@ -155,7 +157,7 @@ def schemathesis_config(seed: int = SEED, examples: int = EXAMPLES) -> Schemathe
                 # "Encountered error in oidc process: ...", and a `code` without
                 # `state` with 400 "State must be provided.", both documented
                 # (Coder's behaviour).
-                "include-name": OP_CALLBACK,
+                "include-name": list(CALLBACKS),
                 "checks": {"positive_data_acceptance": {
                     "expected-statuses": [*POSITIVE_DEFAULT, "400"]}},
             },
@@ -248,7 +250,7 @@ def _query_token(response: Response) -> str | None:
 def _session_cookie_from_query(response: Response, case: Case, value: str) -> bool:
     """The one place a token may come back: the callback turns a token given in
     its URL into the session cookie (documented: ``Set-Cookie`` on its 307)."""
-    if case.operation.label != OP_CALLBACK or response.status_code != 307:
+    if case.operation.label not in CALLBACKS or response.status_code != 307:
         return False
     try:
         jar: SimpleCookie = SimpleCookie(value)
@@ -451,7 +453,8 @@ def assert_everything_reached(c: Campaign) -> None:
     missing = [(label, phase) for label in OPERATIONS for phase in GENERATING_PHASES
                if c.cases[(label, phase)] == 0]
     assert not missing, f"no cases generated for {missing}"
-    wanted = {OP_LIST: 200, OP_GET: 200, OP_DEVICE: 200, OP_CALLBACK: 307, OP_HEALTH: 200}
+    wanted = {OP_LIST: 200, OP_GET: 200, OP_DEVICE: 200, OP_CALLBACK: 307,
+              OP_LEGACY_CALLBACK: 307, OP_HEALTH: 200}
     for label, status in wanted.items():
         reached = sum(n for (lbl, phase, s), n in c.statuses.items()
                       if lbl == label and s == status and phase in GENERATING_PHASES)
@@ -463,6 +466,7 @@ def assert_everything_reached(c: Campaign) -> None:
         (OP_DEVICE, 400, "Git auth device flow not supported."),
         (OP_DELETE, 404, "Resource not found or you do not have access to this resource"),
         (OP_CALLBACK, 400, "State must be provided."),
+        (OP_LEGACY_CALLBACK, 400, "State must be provided."),
     ]:
         assert any(e[0] == label and e[1] in GENERATING_PHASES and e[2:] == (status, message)
                    for e in c.errors), f"{label} never answered {status} {message!r}"
