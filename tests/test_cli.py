@@ -165,3 +165,16 @@ def test_access_log_redacts_session_tokens() -> None:
     assert RedactFilter().filter(record)
     assert record.getMessage() == (
         '127.0.0.1:5 - "GET /api/v2/x?coder_session_token=****&a=1 HTTP/1.1" 200')
+
+
+def test_access_log_redacts_the_access_token_parameter() -> None:
+    """Coder's fifth token source is a query parameter too: masked like the others."""
+    import logging
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET",
+                                "/api/v2/external-auth?a=1&access_token=abc-def", "1.1", 200),
+                               None)
+    assert RedactFilter().filter(record)
+    assert "abc-def" not in record.getMessage()
+    assert "access_token=" in record.getMessage() and "a=1" in record.getMessage()

@@ -50,6 +50,8 @@ def test_live_device_flow_list_get_delete(server: LiveServer, fake: FakeProvider
         # the query-parameter form must not leave the token in the access log
         assert c.get(API, params={"coder_session_token": token},
                      headers={"Coder-Session-Token": ""}).status_code in (200, 401)
+        assert c.get(API, params={"access_token": token},
+                     headers={"Coder-Session-Token": ""}).status_code == 200
     log = server.output()
     assert "GET /api/v2/external-auth" in log
     assert token[11:] not in log
