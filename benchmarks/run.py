@@ -601,6 +601,16 @@ def ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
+def ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float | None]:
+    """Medians ``a`` over medians ``b``: p50, p99 and throughput."""
+    return {"p50": ratio(a["p50_us"], b["p50_us"]), "p99": ratio(a["p99_us"], b["p99_us"]),
+            "throughput": ratio(a["rps"], b["rps"])}
+
+
+def ratios_text(r: dict[str, float | None]) -> str:
+    return f"p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x, throughput {r['throughput']:.2f}"
+
+
 # -- the run --------------------------------------------------------------------------------------
 
 
@@ -676,10 +686,8 @@ class Runner:
             entry["servers"][name]["rss_after_kb"] = srv.rss_kb()
             self.summarize_server(entry["servers"][name])
         if "extauth" in pair and "reference" in pair:
-            e, r = entry["servers"]["extauth"]["median"], entry["servers"]["reference"]["median"]
-            entry["ratio"] = {"throughput": ratio(e["rps"], r["rps"]),
-                              "p99": ratio(e["p99_us"], r["p99_us"]),
-                              "p50": ratio(e["p50_us"], r["p50_us"])}
+            entry["ratio"] = ratios(entry["servers"]["extauth"]["median"],
+                                    entry["servers"]["reference"]["median"])
         if extra:
             entry.update(extra)
         self.results["scenarios"][str(key)] = entry
@@ -728,16 +736,12 @@ class Runner:
                     self.measured(name, srv.port, load, 1, calls_per_request=True))
         for server in entry["servers"].values():
             self.summarize_server(server)
-        lst, one = entry["servers"]["list"]["median"], entry["servers"]["get"]["median"]
-        entry["list_over_get"] = {"p50": ratio(lst["p50_us"], one["p50_us"]),
-                                  "p99": ratio(lst["p99_us"], one["p99_us"]),
-                                  "throughput": ratio(lst["rps"], one["rps"])}
+        entry["list_over_get"] = ratios(entry["servers"]["list"]["median"],
+                                        entry["servers"]["get"]["median"])
         self.results["scenarios"][str(key)] = entry
         log(f"-- {key}: {TITLES[key]}")
         log(table(list(entry["servers"].values())))
-        r = entry["list_over_get"]
-        log(f"  list/get: p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x, "
-            f"throughput {r['throughput']:.2f}")
+        log(f"  list/get: {ratios_text(entry['list_over_get'])}")
 
     def provider_own(self) -> None:
         """The fake provider's own latency for the validation call, measured the same
@@ -896,17 +900,13 @@ class Runner:
             entry["servers"][f"extauth, {cond} slow calls"] = {
                 "name": f"{cond} slow", "runs": rs, "median": summarize(rs),
                 "rss_before_kb": rss_before, "rss_after_kb": srv.rss_kb()}
-        w = entry["servers"]["extauth, with slow calls"]["median"]
-        wo = entry["servers"]["extauth, without slow calls"]["median"]
-        entry["with_over_without"] = {"p50": ratio(w["p50_us"], wo["p50_us"]),
-                                      "p99": ratio(w["p99_us"], wo["p99_us"]),
-                                      "throughput": ratio(w["rps"], wo["rps"])}
+        entry["with_over_without"] = ratios(
+            entry["servers"]["extauth, with slow calls"]["median"],
+            entry["servers"]["extauth, without slow calls"]["median"])
         self.results["scenarios"][str(key)] = entry
         log(f"-- 7: {TITLES[key]}")
         log(table(list(entry["servers"].values())))
-        r = entry["with_over_without"]
-        log(f"  with/without: p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x, "
-            f"throughput {r['throughput']:.2f}")
+        log(f"  with/without: {ratios_text(entry['with_over_without'])}")
 
     def rss_growth(self, db: Path, config: Path, load: Load) -> None:
         key = 8
