@@ -88,7 +88,7 @@ def make_api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
             providers=providers,
             validate_responses=True,
             provider_timeout=overrides.pop("provider_timeout", 2.0),
-            stock_connexion=overrides.pop("stock_connexion", request.param),
+            stock_connexion=request.param,
             **overrides,
         )
         client = TestClient(create_app(settings), raise_server_exceptions=False)
