@@ -13,7 +13,7 @@ the targets it prints are informational. See ``benchmarks/README.md``.
 
 Scenarios (numbers for ``--scenarios``):
 
-    1  list, 3 links, valid token
+    1  list, 3 links, valid token (each validated at the fake provider, 20 ms)
     2  get by id, no link (no provider call)
     3  get by id, linked: validated at the fake provider (20 ms); also at -c1
     4  device start + exchange against the fake provider (alternating)
@@ -21,6 +21,7 @@ Scenarios (numbers for ``--scenarios``):
     6  list on 100,000 users / 1,000,000 links (compared with 1)
     7  no blocking in the event loop: list while slow (2 s) provider calls are in flight
     8  RSS growth: a fresh extauth, RSS after 10,000 and after 100,000 list requests
+    9  list of 3 links vs one validated get by id, extauth only, one connection
 
 Start-up time (process start to the first 200 on /healthz) is measured at
 every server start.
@@ -61,9 +62,9 @@ API = "/api/v2/external-auth"
 PROVIDER_DELAY = 0.020
 SLOW_DELAY = 2.0
 LINKED = ("fake", "fake2", "fake3")
-ALL_SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 8)
+ALL_SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 TITLES = {
-    1: "list, 3 links, valid token",
+    1: "list, 3 links, valid token, validated at the provider (20 ms)",
     2: "get by id, no link",
     3: "get by id, linked, validated at the provider (20 ms)",
     "3c1": "get by id, linked, validated at the provider (20 ms), 1 connection",
@@ -72,6 +73,7 @@ TITLES = {
     6: "list, 3 links, on 100,000 users / 1,000,000 links",
     7: "list while slow provider calls (2 s) are in flight (extauth only)",
     8: "RSS growth on scenario 1 (fresh extauth)",
+    9: "list of 3 links vs one validated get by id, at the provider (20 ms), 1 connection",
 }
 
 
@@ -598,6 +600,16 @@ def ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
+def ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float | None]:
+    """Medians ``a`` over medians ``b``: p50, p99 and throughput."""
+    return {"p50": ratio(a["p50_us"], b["p50_us"]), "p99": ratio(a["p99_us"], b["p99_us"]),
+            "throughput": ratio(a["rps"], b["rps"])}
+
+
+def ratios_text(r: dict[str, float | None]) -> str:
+    return f"p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x, throughput {r['throughput']:.2f}"
+
+
 # -- the run --------------------------------------------------------------------------------------
 
 
@@ -665,44 +677,70 @@ class Runner:
             entry["same_answer"] = self.same_answer(pair, check)
         for name, srv in pair.items():
             entry["servers"][name] = {"name": name, "runs": [], "rss_before_kb": srv.rss_kb()}
-        calls: list[float] = []
         for _ in range(rounds or self.args.rounds):
             for name, srv in pair.items():
-                if self.provider is not None and calls_per_request:
-                    if self.args.warmup > 0:
-                        self.bench.wrk(srv.port, load, self.args.warmup, conns)
-                    self.provider.reset()
-                    run = self.bench.wrk(srv.port, load, self.args.duration, conns)
-                    n = sum(self.provider.stats().values())
-                    run["provider_calls"] = n
-                    per = n / run["requests"] if run["requests"] else 0.0
-                    run["provider_calls_per_request"] = per
-                    if name == "extauth":
-                        calls.append(run["provider_calls_per_request"])
-                else:
-                    run = self.bench.measure(srv.port, load, conns)
+                run = self.measured(name, srv.port, load, conns, calls_per_request)
                 entry["servers"][name]["runs"].append(run)
-                log(f"  {name:<10} {run['rps']:8.1f} req/s  p50 {ms(run['p50_us'])} ms  "
-                    f"p99 {ms(run['p99_us'])} ms  errors {run['errors']}"
-                    + (f"  provider calls/request {run['provider_calls_per_request']:.3f}"
-                       if "provider_calls" in run else ""))
         for name, srv in pair.items():
-            s = entry["servers"][name]
-            s["rss_after_kb"] = srv.rss_kb()
-            s["median"] = summarize(s["runs"])
-            if "provider_calls" in s["runs"][0]:
-                s["median"]["provider_calls_per_request"] = statistics.median(
-                    r["provider_calls_per_request"] for r in s["runs"])
+            entry["servers"][name]["rss_after_kb"] = srv.rss_kb()
+            self.summarize_server(entry["servers"][name])
         if "extauth" in pair and "reference" in pair:
-            e, r = entry["servers"]["extauth"]["median"], entry["servers"]["reference"]["median"]
-            entry["ratio"] = {"throughput": ratio(e["rps"], r["rps"]),
-                              "p99": ratio(e["p99_us"], r["p99_us"]),
-                              "p50": ratio(e["p50_us"], r["p50_us"])}
+            entry["ratio"] = ratios(entry["servers"]["extauth"]["median"],
+                                    entry["servers"]["reference"]["median"])
         if extra:
             entry.update(extra)
         self.results["scenarios"][str(key)] = entry
         self.print_entry(key, entry)
         return entry
+
+    def measured(self, name: str, port: int, load: Load, conns: int,
+                 calls_per_request: bool) -> dict[str, Any]:
+        """One measured run (after a warm-up), with the provider's calls per
+        request counted when asked."""
+        if self.provider is None or not calls_per_request:
+            run = self.bench.measure(port, load, conns)
+        else:
+            if self.args.warmup > 0:
+                self.bench.wrk(port, load, self.args.warmup, conns)
+            self.provider.reset()
+            run = self.bench.wrk(port, load, self.args.duration, conns)
+            n = sum(self.provider.stats().values())
+            run["provider_calls"] = n
+            run["provider_calls_per_request"] = n / run["requests"] if run["requests"] else 0.0
+        log(f"  {name:<10} {run['rps']:8.1f} req/s  p50 {ms(run['p50_us'])} ms  "
+            f"p99 {ms(run['p99_us'])} ms  errors {run['errors']}"
+            + (f"  provider calls/request {run['provider_calls_per_request']:.3f}"
+               if "provider_calls" in run else ""))
+        return run
+
+    @staticmethod
+    def summarize_server(server: dict[str, Any]) -> None:
+        server["median"] = summarize(server["runs"])
+        if "provider_calls" in server["runs"][0]:
+            server["median"]["provider_calls_per_request"] = statistics.median(
+                r["provider_calls_per_request"] for r in server["runs"])
+
+    def list_vs_get(self, srv: Server, loads: dict[str, Load]) -> None:
+        """Scenario 9: extauth's list of three links, each validated at the 20 ms
+        provider, against one validated get by id, alternately at one connection
+        (no queue; the list's validations run at once)."""
+        key = 9
+        log(f"\n== Scenario {key}: {TITLES[key]}  (-t1 -c1, {self.args.duration:g} s "
+            f"x {self.args.rounds} rounds, warm-up {self.args.warmup:g} s)")
+        entry: dict[str, Any] = {"title": TITLES[key], "connections": 1,
+                                 "servers": {name: {"name": name, "runs": []} for name in loads}}
+        for _ in range(self.args.rounds):
+            for name, load in loads.items():
+                entry["servers"][name]["runs"].append(
+                    self.measured(name, srv.port, load, 1, calls_per_request=True))
+        for server in entry["servers"].values():
+            self.summarize_server(server)
+        entry["list_over_get"] = ratios(entry["servers"]["list"]["median"],
+                                        entry["servers"]["get"]["median"])
+        self.results["scenarios"][str(key)] = entry
+        log(f"-- {key}: {TITLES[key]}")
+        log(table(list(entry["servers"].values())))
+        log(f"  list/get: {ratios_text(entry['list_over_get'])}")
 
     def provider_own(self) -> None:
         """The fake provider's own latency for the validation call, measured the same
@@ -778,7 +816,7 @@ class Runner:
         checks = {k: v.requests[0] for k, v in loads.items() if k != 4}
         checks[4] = loads[4].requests[1]
 
-        if wanted & {1, 2, 3, 4, 5, 7}:
+        if wanted & {1, 2, 3, 4, 5, 7, 9}:
             log("\nStarting servers on the 10-user database")
             pair = {"reference": self.server("reference", small, config),
                     "extauth": self.server("extauth", small, config)}
@@ -786,12 +824,14 @@ class Runner:
                 if key not in wanted:
                     continue
                 self.compare(key, pair, loads[key], check=checks[key],
-                             calls_per_request=key in (2, 3, 4))
+                             calls_per_request=key in (1, 2, 3, 4))
                 if key == 3:
                     self.compare("3c1", pair, loads[3], connections=1, calls_per_request=True)
                     self.provider_own()
             if 7 in wanted:
                 self.no_blocking(pair["extauth"], loads[1], tokens["slow"])
+            if 9 in wanted:
+                self.list_vs_get(pair["extauth"], {"list": loads[1], "get": loads[3]})
             self.stop(*pair.values())
 
         if 6 in wanted:
@@ -806,7 +846,7 @@ class Runner:
             pair = {"reference": self.server("reference", big, config),
                     "extauth": self.server("extauth", big, config)}
             load = Load([("GET", API, {"Coder-Session-Token": big_tokens["list"]}, None)])
-            entry = self.compare(6, pair, load, check=load.requests[0])
+            entry = self.compare(6, pair, load, check=load.requests[0], calls_per_request=True)
             base = self.results["scenarios"].get("1")
             if base is not None:
                 entry["vs_10_users"] = {
@@ -859,17 +899,13 @@ class Runner:
             entry["servers"][f"extauth, {cond} slow calls"] = {
                 "name": f"{cond} slow", "runs": rs, "median": summarize(rs),
                 "rss_before_kb": rss_before, "rss_after_kb": srv.rss_kb()}
-        w = entry["servers"]["extauth, with slow calls"]["median"]
-        wo = entry["servers"]["extauth, without slow calls"]["median"]
-        entry["with_over_without"] = {"p50": ratio(w["p50_us"], wo["p50_us"]),
-                                      "p99": ratio(w["p99_us"], wo["p99_us"]),
-                                      "throughput": ratio(w["rps"], wo["rps"])}
+        entry["with_over_without"] = ratios(
+            entry["servers"]["extauth, with slow calls"]["median"],
+            entry["servers"]["extauth, without slow calls"]["median"])
         self.results["scenarios"][str(key)] = entry
         log(f"-- 7: {TITLES[key]}")
         log(table(list(entry["servers"].values())))
-        r = entry["with_over_without"]
-        log(f"  with/without: p50 {r['p50']:.2f}x, p99 {r['p99']:.2f}x, "
-            f"throughput {r['throughput']:.2f}")
+        log(f"  with/without: {ratios_text(entry['with_over_without'])}")
 
     def rss_growth(self, db: Path, config: Path, load: Load) -> None:
         key = 8
@@ -965,6 +1001,11 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     if "6" in sc and "vs_10_users" in sc["6"]:
         r = sc["6"]["vs_10_users"]["extauth"]["p50_ratio"]
         add("scenario 6 list p50 within 1.5 x its value on 10 users", r <= 1.5, f"{r:.2f}x")
+    if "9" in sc:
+        r = sc["9"]["list_over_get"]
+        lst, one = (sc["9"]["servers"][n]["median"]["p50_us"] for n in ("list", "get"))
+        add("scenario 9 list of 3 validated links p50 within 1.3 x one validated get (-c1)",
+            r["p50"] <= 1.3, f"{r['p50']:.2f}x ({ms(lst)} vs {ms(one)} ms)")
     if "8" in sc:
         e = sc["8"]
         after = e["rss_kb"]["after_total"] / 1024
@@ -997,7 +1038,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2,
                    help="alternating rounds (reference, extauth) per scenario [2]")
     p.add_argument("--scenarios", default=",".join(map(str, ALL_SCENARIOS)),
-                   help="comma-separated scenario numbers [1,2,3,4,5,6,7,8]")
+                   help="comma-separated scenario numbers [1,2,3,4,5,6,7,8,9]")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--big-users", type=int, default=100_000, help="scenario 6 users [100000]")
     p.add_argument("--big-links", type=int, default=1_000_000, help="scenario 6 links [1000000]")

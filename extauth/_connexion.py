@@ -22,7 +22,19 @@ extension points (its middleware list and the classes its layers use):
   UI is served apart (``ui_app``), and response validation is in the chain
   only when it is switched on.
 
-Behaviour is unchanged; the tests run through these classes.
+Behaviour is unchanged; the tests run through these classes, and again through
+connexion's own (``asgi_app(stock=True)``, ``EXTAUTH_STOCK_CONNEXION=1``).
+
+This is the only module that uses private names of connexion (its operation
+class through ``_middleware_app``, copies of two ``__call__`` methods, private
+helpers of its parameter decorator and overridden private methods). Each
+connexion function copied or overridden here is listed, with a hash of its
+source, in ``tests/test_connexion_guard.py``: a connexion upgrade that changes
+one fails that test until someone has compared the two.
+
+Both apps give bad JSON bodies Coder's answers through
+``extauth.json_bodies.JSONBodyValidator``, which uses only connexion's public
+validator protocol (``validator_map``) and so lives outside this module.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from connexion import context
+from connexion import AsyncApp, context
 from connexion.apps.asynchronous import AsyncApi, AsyncOperation
 from connexion.decorators import StarletteDecorator
 from connexion.decorators.parameter import (
@@ -67,10 +79,13 @@ from connexion.utils import (
     is_null,
     is_nullable,
 )
+from connexion.validators import FormDataValidator
 from connexion.validators import ParameterValidator as _ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from extauth.json_bodies import JSONBodyValidator
 
 TokenInfo = Callable[..., Awaitable[dict[str, Any] | None]]
 
@@ -157,7 +172,7 @@ class _Arguments:
             name = sanitized(operation.body_name(None))
             if name in self.arguments:
                 self.body_name = name
-                self.body_schema = operation.body_schema()
+                self.operation = operation
         self.wants_context = CONTEXT_NAME in self.arguments
 
     @staticmethod
@@ -186,10 +201,14 @@ class _Arguments:
                     kwargs[entry[0]] = _get_val_from_param(value, entry[1])
         if self.body_name:
             body = await request.get_body()
-            if is_nullable(self.body_schema) and is_null(body):
-                body = None
-            elif body is None:
-                body = copy.deepcopy(self.body_schema.get("default", {}))
+            if is_null(body):
+                # As connexion: the schema of the request's own content type says
+                # whether no body is null or the default.
+                schema = self.operation.body_schema(request.content_type)
+                if is_nullable(schema):
+                    body = None
+                elif body is None:
+                    body = copy.deepcopy(schema.get("default", {}))
             kwargs[self.body_name] = body
         found = context.context
         for key, value in found.items():
@@ -355,6 +374,28 @@ class _ValidateOnceApi(RequestValidationAPI):
 
 class RequestValidation(RequestValidationMiddleware):
     api_cls = _ValidateOnceApi
+
+
+# -- the app ------------------------------------------------------------------------
+
+
+def asgi_app(import_name: str, *, lifespan: Any, validate_responses: bool,
+             stock: bool = False) -> AsyncApp:
+    """connexion's AsyncApp for the API: with the cheaper classes of this module,
+    or (``stock``) with connexion's own classes and middleware chain, given
+    only public options."""
+    # Coder's JSON bodies, and the sign-in page's form.
+    bodies = {"application/json": JSONBodyValidator,
+              "application/x-www-form-urlencoded": FormDataValidator}
+    if stock:
+        # The spec and Swagger UI are served outside connexion (extauth.edge).
+        return AsyncApp(import_name, lifespan=lifespan, validator_map={"body": bodies},
+                        swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False))
+    app = AsyncApp(import_name, lifespan=lifespan, middlewares=middlewares(validate_responses),
+                   validator_map={"body": bodies, "parameter": ParameterValidator})
+    # connexion has no option for its operation class; its ASGI app takes one.
+    app._middleware_app.api_cls = CachedApi
+    return app
 
 
 def middlewares(validate_responses: bool) -> list[Any]:

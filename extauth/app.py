@@ -28,7 +28,7 @@ with warnings.catch_warnings():
     # connexion imports starlette.testclient, which warns that it will move
     # from httpx to httpx2; nothing here uses the test client.
     warnings.simplefilter("ignore")
-    import connexion
+    import connexion  # noqa: F401
 
 from connexion.exceptions import (
     BadRequestProblem,
@@ -39,28 +39,13 @@ from connexion.exceptions import (
 )
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.options import SwaggerUIOptions
-from connexion.validators import FormDataValidator
-from connexion.validators.json import JSONRequestBodyValidator
-from jsonschema import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.types import Scope
 
 from extauth import pages
-from extauth._connexion import (
-    CachedApi,
-    ParameterValidator,
-    middlewares,
-    ui_app,
-)
+from extauth._connexion import asgi_app, ui_app
 from extauth.crypto import Cipher
 from extauth.edge import API_PREFIX, Edge
-from extauth.errors import (
-    SIGNED_OUT,
-    BadRequestError,
-    ExtauthError,
-    UnauthorizedError,
-    Validation,
-)
+from extauth.errors import SIGNED_OUT, BadRequestError, ExtauthError, UnauthorizedError
 from extauth.links import Links
 from extauth.providers.oauth import OAuthClient
 from extauth.sessions import MISSING_DETAIL
@@ -82,73 +67,6 @@ def spec_path() -> Path:
 def load_spec() -> dict[str, Any]:
     spec: dict[str, Any] = yaml.safe_load(spec_path().read_text(encoding="utf-8"))
     return spec
-
-
-# -- request bodies -------------------------------------------------------------
-
-
-class JSONBodyValidator(JSONRequestBodyValidator):
-    """JSON bodies with Coder's messages; the schema validator is built once."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._compiled = super()._validator
-
-    @property
-    def _validator(self) -> Any:
-        return self._compiled
-
-    async def _parse(self, stream: Any, scope: Scope) -> Any:
-        raw = b"".join([message async for message in stream])
-        if not raw:
-            return _EMPTY
-        try:
-            value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-            # A lone surrogate ("\ud800") parses, but is not text: refuse it here
-            # rather than fail when the value is sent on.
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeError:
-            raise BadRequestError(
-                "Request body must be valid JSON.", detail="the body is not valid UTF-8 text"
-            ) from None
-        except (ValueError, RecursionError) as exc:
-            raise BadRequestError("Request body must be valid JSON.",
-                                  detail=_clip(str(exc))) from None
-        return value
-
-    def _validate(self, body: Any) -> Any:
-        if body is _EMPTY:
-            raise BadRequestError("Request body must be valid JSON.", detail="the body is empty")
-        errors = sorted(self._compiled.iter_errors(body), key=lambda e: list(e.path))
-        if errors:
-            raise BadRequestError(
-                "Validation failed.",
-                validations=[_validation(e) for e in errors[:10]],
-            )
-        return body
-
-
-_EMPTY = object()
-_CLIP = 200
-
-
-def _clip(text: str) -> str:
-    """Error texts quote the offending value: never echo a huge one back."""
-    return text if len(text) <= _CLIP else text[:_CLIP] + "..."
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _validation(error: ValidationError) -> Validation:
-    path = [str(p) for p in error.absolute_path]
-    if error.validator == "required" and isinstance(error.instance, dict):
-        missing = next(
-            (n for n in error.validator_value if n not in error.instance), "body"
-        )
-        return Validation(".".join([*path, missing]), f"{missing!r} is required")
-    return Validation(_clip(".".join(path)) or "body", _clip(error.message))
 
 
 # -- errors ------------------------------------------------------------------------
@@ -221,10 +139,10 @@ def _translate(exc: Exception, allow: _Allow, path: str) -> ExtauthError:
     if isinstance(exc, ExtauthError):
         return exc
     if isinstance(exc, Unauthorized):
-        detail = str(getattr(exc, "detail", "") or "")
-        if detail == "No authorization token provided":
-            return UnauthorizedError(detail=MISSING_DETAIL)
-        return UnauthorizedError(detail=f"{detail.rstrip('.')}: expected 'Bearer <token>'.")
+        # connexion's own 401: no security scheme found a token (or an
+        # Authorization header without one). A token that was found is judged by
+        # handlers.security, whose failures are ExtauthErrors.
+        return UnauthorizedError(detail=MISSING_DETAIL)
     if isinstance(exc, ExtraParameterProblem):
         return BadRequestError("Validation failed.", detail=str(exc.detail))
     if isinstance(exc, BadRequestProblem):
@@ -326,18 +244,8 @@ def create_app(settings: Settings) -> Edge:
             await client.aclose()
             store.close()
 
-    app = connexion.AsyncApp(
-        __name__,
-        lifespan=lifespan,
-        middlewares=middlewares(settings.validate_responses),
-        validator_map={
-            "body": {"application/json": JSONBodyValidator,
-                     "application/x-www-form-urlencoded": FormDataValidator},
-            "parameter": ParameterValidator,
-        },
-    )
-    # connexion has no option for its operation class; its ASGI app takes one.
-    app._middleware_app.api_cls = CachedApi
+    app = asgi_app(__name__, lifespan=lifespan, validate_responses=settings.validate_responses,
+                   stock=settings.stock_connexion)
     app.add_api(
         spec,
         base_path="",

@@ -8,7 +8,8 @@
     ├── PayloadTooLargeError     413
     ├── ProviderRateLimitedError 429 with Retry-After
     ├── ProviderError            502, the provider failed or answered garbage
-    └── UnavailableError         503, our own database cannot be reached
+    └── UnavailableError         503, our own database cannot be reached, or a
+                                 provider's config leaves it unable to work
 
 The HTTP layer turns any of them into Coder's ``Response`` body
 ``{"message", "detail", "validations"}``. Messages name what failed and never
@@ -118,6 +119,7 @@ class ProviderError(ExtauthError):
 
 @dataclass
 class UnavailableError(ExtauthError):
-    """The service cannot work right now (its database is unreachable)."""
+    """The service cannot do this now: its database is unreachable, or the
+    provider asked for cannot work as configured."""
 
     status: int = 503

@@ -20,6 +20,8 @@ from extauth.errors import (
     BadRequestError,
     ExtauthError,
     NotFoundError,
+    ProviderError,
+    ProviderRateLimitedError,
     UnauthorizedError,
     UnavailableError,
 )
@@ -52,6 +54,10 @@ class LinkState:
     link: Link
     authenticated: bool
     validate_error: str = ""
+    # The provider-side user, when the provider was asked and told.
+    user: ProviderUser | None = None
+    # The provider could not be asked (down, slow): the token may still be fine.
+    unchecked: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,13 +101,24 @@ class Links:
         )
         self.revocations = Revocations(settings, store, client, self.audit)
         self._db = off_loop
-        self.verdicts: Verdicts[tuple[TokenCheck, tuple[bool, list[Installation]]]] = Verdicts(
+        self.verdicts: Verdicts[TokenCheck] = Verdicts(settings.validate_cache_seconds)
+        self.installations: Verdicts[tuple[bool, list[Installation]]] = Verdicts(
             settings.validate_cache_seconds)
 
     def provider(self, provider_id: str) -> ProviderConfig:
+        """The configured provider, usable or not; 404 when there is none."""
         p = self.settings.provider(provider_id)
         if p is None:
             raise NotFoundError()
+        return p
+
+    def usable(self, provider_id: str) -> ProviderConfig:
+        """The configured provider; 404 when there is none, 503 when its config
+        leaves it unable to work."""
+        p = self.provider(provider_id)
+        if p.unusable:
+            raise UnavailableError(f"Provider {p.id!r} cannot be used as configured.",
+                                   detail=p.unusable)
         return p
 
     async def authenticate(self, token: str | None) -> Session:
@@ -121,6 +138,9 @@ class Links:
         p = self.settings.provider(link.provider_id)
         if p is None:
             return LinkState(link, False, "The provider of this link is no longer configured.")
+        if p.unusable:
+            return LinkState(link, False,
+                             f"The provider cannot be used as configured: {p.unusable}.")
         if link.decrypt_error:
             return LinkState(link, False, f"{link.decrypt_error}; link again or add the key.")
         if not link.access_token:
@@ -140,26 +160,49 @@ class Links:
 
     async def _fresh_state(self, session: Session, link: Link) -> LinkState | None:
         p = self.settings.provider(link.provider_id)
-        if p is None:
+        if p is None or p.unusable:
             return self._state(link)
         outcome = await self.refresher.fresh(session, p, link)
         return self._state(outcome.link, outcome.note) if outcome.link else None
 
     async def list_links(self, session: Session) -> list[LinkState]:
-        """The caller's links, each refreshed first when it is about to expire."""
+        """The caller's links, each refreshed first when it is about to expire, then
+        validated at its provider, as Coder does; all of them at once."""
         links = await self._db(self.store.links_for_user, session.user_id)
-        states = await asyncio.gather(*(self._fresh_state(session, link) for link in links))
+        states = await asyncio.gather(*(self._listed(session, link) for link in links))
         return [s for s in states if s is not None]
+
+    async def _listed(self, session: Session, link: Link) -> LinkState | None:
+        """One link of the list: what its provider says of it, within the provider
+        timeout. A provider that fails is the link's ``validate_error``, never the
+        list's."""
+        state = await self._fresh_state(session, link)
+        p = self.settings.provider(link.provider_id)
+        if state is None or not state.authenticated or p is None:
+            return state
+        timeout = self.settings.provider_timeout
+        try:
+            check = await asyncio.wait_for(self._verdict(session, p, state.link), timeout)
+        except TimeoutError:
+            return LinkState(state.link, False, f"Provider {p.id!r} did not answer the token "
+                             f"validation within {timeout:g}s.", unchecked=True)
+        except (ProviderError, ProviderRateLimitedError) as exc:
+            return LinkState(state.link, False, exc.message, unchecked=True)
+        if not check.valid:
+            return LinkState(state.link, False,
+                             f"The token failed to validate: {check.reason}; link again.")
+        return LinkState(state.link, True, user=check.user)
 
     async def status(self, session: Session, provider_id: str) -> ProviderState:
         """Refresh if needed, then validate the caller's link at the provider, with
         app installations."""
-        p = self.provider(provider_id)
+        p = self.usable(provider_id)
         link = await self._db(self.store.get_link, session.user_id, provider_id)
         state = await self._fresh_state(session, link) if link else None
         if state is None or not state.authenticated:
             return ProviderState(p)
-        check, (installable, installations) = await self._verdict(session, p, state.link)
+        check, (installable, installations) = await asyncio.gather(
+            self._verdict(session, p, state.link), self._installations(p, state.link))
         return ProviderState(
             p,
             authenticated=check.valid,
@@ -168,27 +211,31 @@ class Links:
             installations=installations,
         )
 
-    async def _verdict(
-        self, session: Session, p: ProviderConfig, link: Link
-    ) -> tuple[TokenCheck, tuple[bool, list[Installation]]]:
-        """The provider's verdict on the link's access token, with installations:
-        shared by concurrent callers and reused within the verdict window."""
+    @staticmethod
+    def _token_key(p: ProviderConfig, link: Link) -> tuple[int, str, bytes]:
         # Keyed by the token itself (hashed): a row's version restarts at 1 when
         # a link is deleted and made again, a token never comes back.
-        key = (link.user_id, p.id, hashlib.sha256(link.access_token.encode()).digest())
-        return await self.verdicts.get(
-            key, lambda: self._ask_provider(session, p, link.access_token))
+        return link.user_id, p.id, hashlib.sha256(link.access_token.encode()).digest()
 
-    async def _ask_provider(
-        self, session: Session, p: ProviderConfig, token: str
-    ) -> tuple[TokenCheck, tuple[bool, list[Installation]]]:
-        check, installs = await asyncio.gather(
-            self.client.validate(p, token),
-            self.client.installations(p, token),
-        )
+    async def _verdict(self, session: Session, p: ProviderConfig, link: Link) -> TokenCheck:
+        """The provider's verdict on the link's access token: one call in flight per
+        token, whoever asks (the list, a get), reused within the verdict window."""
+        return await self.verdicts.get(
+            self._token_key(p, link), lambda: self._validate(session, p, link.access_token))
+
+    async def _validate(self, session: Session, p: ProviderConfig, token: str) -> TokenCheck:
+        check = await self.client.validate(p, token)
         if not check.valid:
             await self.audit.record(session, p.id, "validate", "invalid", check.reason)
-        return check, installs
+        return check
+
+    async def _installations(
+        self, p: ProviderConfig, link: Link
+    ) -> tuple[bool, list[Installation]]:
+        """The GitHub App installations the token sees (a get needs them, the list
+        does not): shared and reused like the verdict."""
+        return await self.installations.get(
+            self._token_key(p, link), lambda: self.client.installations(p, link.access_token))
 
     async def unlink(self, session: Session, provider_id: str) -> Unlinked:
         """Delete the caller's link, then revoke its grant at the provider (and keep
@@ -218,7 +265,7 @@ class Links:
 
     async def start_device(self, session: Session, provider_id: str) -> DeviceAuthorization:
         """Start a device authorization at the provider, bound to the caller."""
-        p = self.provider(provider_id)
+        p = self.usable(provider_id)
         if not p.device_flow:
             raise BadRequestError("Git auth device flow not supported.")
         device = await self.client.device_authorize(p)
@@ -230,7 +277,7 @@ class Links:
     async def exchange_device(self, session: Session, provider_id: str, device_code: str) -> Link:
         """Poll the provider once with a device code the caller started; on success
         store the link."""
-        p = self.provider(provider_id)
+        p = self.usable(provider_id)
         if not p.device_flow:
             raise BadRequestError("Git auth provider does not support device flow.")
         code_hash = hash_secret(device_code)
@@ -277,7 +324,7 @@ class Links:
 
     async def start_web(self, session: Session, provider_id: str, redirect: str | None) -> str:
         """Remember a new state (and PKCE verifier) for the caller; return the authorize URL."""
-        p = self.provider(provider_id)
+        p = self.usable(provider_id)
         if not p.auth_url:
             raise BadRequestError(
                 f"Provider {p.id!r} has no web flow.", detail="its auth_url is not set"
@@ -296,7 +343,7 @@ class Links:
         self, session: Session, provider_id: str, code: str, state: str | None
     ) -> tuple[Link, str]:
         """Check the state, exchange the code, store the link; return it and where to go."""
-        p = self.provider(provider_id)
+        p = self.usable(provider_id)
         if not state:
             raise BadRequestError("State must be provided.")
         pending = await self._db(self.store.take_oauth_state, hash_state(state))

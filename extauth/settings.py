@@ -3,13 +3,21 @@
 Precedence: CLI option > environment > config file > default. Providers come
 from the config file's ``external_auth:`` list and from Coder's
 ``CODER_EXTERNAL_AUTH_<n>_<KEY>`` variables (indexes contiguous from 0).
+
+A configuration that Coder starts with starts extauth too. What Coder refuses
+(no client id, a bad id, regex or boolean, a device flow without its URL,
+duplicate ids) is a ``ConfigError``. A provider that Coder would start with
+but that cannot work (no token URL, for example ``bitbucket-server`` without
+``auth_url``) is kept and marked ``unusable``, with the reason; keys extauth
+does not know are ignored, each with a warning.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +25,7 @@ from typing import Any
 import yaml
 
 from extauth.crypto import KeyConfigError, keys_from_env
-from extauth.providers.presets import apply_preset
+from extauth.providers.presets import DERIVES_TOKEN_URL, apply_preset
 from extauth.store import is_postgres, sqlite_path
 
 # Coder's name rule for provider ids (httpapi.NameValid).
@@ -69,6 +77,11 @@ class ProviderConfig:
     auth_params: tuple[tuple[str, str], ...] = ()
     # What the preset derived, for `extauth providers list`.
     notes: tuple[str, ...] = ()
+    # Why the provider cannot work as configured; "" when it can. It is still
+    # listed, and its operations answer 503 saying why.
+    unusable: str = ""
+    # Keys of its config that extauth does not know, each ignored with a warning.
+    warnings: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         secret = "****" if self.client_secret else ""
@@ -98,8 +111,12 @@ _URL_KEYS = {
     "app_install_url",
     "app_installations_url",
 }
-_QUIRKS = {"token_auth", "device_auth", "exchange", "revoke_style", "auth_params", "notes"}
-_KEYS = {f.name for f in fields(ProviderConfig)} - _QUIRKS
+# Keys of newer Coder releases for features extauth does not have (the AI
+# bridge's MCP server, the provider's REST API base).
+_CODER_ONLY = {"api_base_url", "mcp_url", "mcp_tool_allow_regex", "mcp_tool_deny_regex"}
+_QUIRKS = {"token_auth", "device_auth", "exchange", "revoke_style", "auth_params"}
+_DERIVED = {"notes", "unusable", "warnings"}
+_KEYS = {f.name for f in fields(ProviderConfig)} - _QUIRKS - _DERIVED
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,17 @@ class Settings:
     revoke_retry_seconds: float = 30.0
     # AES-256-GCM keys for tokens at rest; the first encrypts. Never printed.
     encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    # Build the app from connexion's own classes, without extauth's cheaper
+    # ones (extauth/_connexion.py): the way out if a connexion upgrade breaks them.
+    stock_connexion: bool = False
+
+    def config_warnings(self) -> list[str]:
+        """What the operator should know about the provider configs: ignored
+        keys, and providers that cannot work as configured."""
+        out = [w for p in self.providers for w in p.warnings]
+        out += [f"provider {p.id!r} is unusable: {p.unusable}"
+                for p in self.providers if p.unusable]
+        return out
 
     @property
     def db_path(self) -> Path:
@@ -154,55 +182,74 @@ class Settings:
         return f"http://{host}:{self.port}"
 
 
-def _as_list(where: str, key: str, value: Any) -> tuple[str, ...]:
+def _as_list(name: str, value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
         return tuple(value.split())
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(v.strip() for v in value if v.strip())
-    raise ConfigError(f"{where}: {key!r} must be a list of strings or a space-separated string")
+    raise ConfigError(f"{name} must be a list of strings or a space-separated string")
 
 
-def _as_bool(where: str, key: str, value: Any) -> bool:
+# Go's strconv.ParseBool, with which Coder reads its booleans.
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def parse_bool(name: str, value: Any) -> bool:
+    """A boolean as Go's ``strconv.ParseBool`` reads it (or YAML's own); anything
+    else is a ``ConfigError`` naming ``name``."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+    if isinstance(value, str) and value in _TRUE:
         return True
-    if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off", ""):
+    if isinstance(value, str) and value in _FALSE:
         return False
-    raise ConfigError(f"{where}: {key!r} has value {value!r}. Not a valid boolean (true or false)")
+    raise ConfigError(f"{name} has value {value!r}. Not a valid boolean: use one of "
+                      "1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False")
 
 
 def _valid_url(value: str) -> bool:
     return bool(re.match(r"^https?://[^/\s]+", value))
 
 
-def build_provider(raw: Mapping[str, Any], where: str) -> ProviderConfig:
-    """Turn one raw provider mapping (YAML or env) into a checked ProviderConfig."""
-    unknown = sorted(set(raw) - _KEYS)
-    if unknown:
-        allowed = ", ".join(sorted(_KEYS))
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys are {allowed}")
+def _speller(where: str, from_env: bool) -> Callable[[str], str]:
+    """How a key is named in messages: as the env variable, or as the file's key."""
+    if from_env:
+        return lambda key: f"{where}_{key.upper()}"
+    return lambda key: f"{where}: {key!r}"
+
+
+def build_provider(raw: Mapping[str, Any], where: str, from_env: bool = False) -> ProviderConfig:
+    """Turn one raw provider mapping (YAML or env) into a checked ProviderConfig.
+
+    ``where`` names its source (``CODER_EXTERNAL_AUTH_0``, or the file and the
+    list item). Raises ``ConfigError`` for what Coder refuses too; otherwise
+    the provider may come back ``unusable``, or with ``warnings``.
+    """
+    spell = _speller(where, from_env)
     values: dict[str, Any] = {}
+    unknown = sorted(key for key in raw if key not in _KEYS)
     for key, value in raw.items():
-        if value is None:
+        if value is None or key not in _KEYS:
             continue
         if key in _LIST_KEYS:
-            values[key] = _as_list(where, key, value)
+            values[key] = _as_list(spell(key), value)
         elif key in _BOOL_KEYS:
-            values[key] = _as_bool(where, key, value)
+            values[key] = parse_bool(spell(key), value)
         elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
             values[key] = str(value).strip()
         else:
-            raise ConfigError(f"{where}: {key!r} must be a string")
-    ptype = values.get("type", "").lower()
-    if not ptype:
+            raise ConfigError(f"{spell(key)} must be a string")
+    written_type = values.get("type", "")
+    # Coder: the id defaults to the type as written; presets ignore its case.
+    pid = values.get("id") or written_type
+    if not pid:
         raise ConfigError(f"{where}: 'type' must be provided (github, gitlab, ... or any name)")
-    values["type"] = ptype
-    values = apply_preset(values)
-    pid = values.get("id") or values["type"]
     values["id"] = pid
+    values["type"] = written_type.lower()
+    values = apply_preset(values)
     where = f"{where} (id {pid!r})"
     if not _ID_RE.match(pid) or len(pid) > _ID_MAX:
         raise ConfigError(
@@ -211,9 +258,6 @@ def build_provider(raw: Mapping[str, Any], where: str) -> ProviderConfig:
         )
     if not values.get("client_id"):
         raise ConfigError(f"{where}: 'client_id' must be provided")
-    for key in _URL_KEYS:
-        if values.get(key) and not _valid_url(values[key]):
-            raise ConfigError(f"{where}: {key!r} has value {values[key]!r}. Not an http(s) URL")
     if values.get("regex"):
         try:
             re.compile(values["regex"])
@@ -221,15 +265,35 @@ def build_provider(raw: Mapping[str, Any], where: str) -> ProviderConfig:
             raise ConfigError(f"{where}: 'regex' does not compile: {exc}") from None
     if values.get("device_flow") and not values.get("device_code_url"):
         raise ConfigError(f"{where}: 'device_flow' is true but 'device_code_url' is not set")
-    if not values.get("token_url"):
-        raise ConfigError(f"{where}: 'token_url' must be provided for type {ptype!r}")
-    methods = values.get("pkce_methods", ())
-    bad = [m for m in methods if m not in ("S256", "plain", "none")]
-    if bad:
-        raise ConfigError(f"{where}: 'pkce_methods' has {bad[0]!r}; allowed are S256, plain, none")
-    values.setdefault("display_name", ptype)
+    values.setdefault("display_name", written_type or pid)
     values.setdefault("display_icon", DEFAULT_ICON)
-    return ProviderConfig(**values)
+    warnings = tuple(f"{spell(key)} (provider {pid!r}) {_unknown(key)}" for key in unknown)
+    return ProviderConfig(**values, unusable="; ".join(_problems(values, spell)),
+                          warnings=warnings)
+
+
+def _unknown(key: str) -> str:
+    if key in _CODER_ONLY:
+        return "is a key of newer Coder releases that extauth does not use; ignored"
+    hint = "".join(f" (did you mean {m!r}?)"
+                   for m in difflib.get_close_matches(key, _KEYS, 1, cutoff=0.8))
+    return f"is not a key extauth knows; ignored{hint}"
+
+
+def _problems(values: Mapping[str, Any], spell: Callable[[str], str]) -> list[str]:
+    """Why a provider that Coder would start with cannot work."""
+    problems = [f"{spell(key)} has value {values[key]!r}, which is not an http(s) URL"
+                for key in sorted(_URL_KEYS) if values.get(key) and not _valid_url(values[key])]
+    if not values.get("token_url"):
+        if values["type"] in DERIVES_TOKEN_URL:
+            problems.append(f"it has no token URL: set {spell('auth_url')}, from which "
+                            f"type {values['type']!r} derives it, or {spell('token_url')}")
+        else:
+            problems.append(f"it has no token URL: set {spell('token_url')}")
+    bad = [m for m in values.get("pkce_methods", ()) if m not in ("S256", "plain", "none")]
+    if bad:
+        problems.append(f"{spell('pkce_methods')} has {bad[0]!r}; allowed are S256, plain, none")
+    return problems
 
 
 def providers_from_env(env: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
@@ -238,7 +302,7 @@ def providers_from_env(env: Mapping[str, str]) -> list[tuple[str, dict[str, Any]
     for prefix in _ENV_PREFIXES:
         by_index: dict[int, dict[str, Any]] = {}
         for name, value in env.items():
-            m = re.match(rf"^{prefix}(\d+)_([A-Z0-9_]+)$", name)
+            m = re.match(rf"^{prefix}(\d+)_([A-Za-z0-9_]+)$", name)
             if m:
                 by_index.setdefault(int(m.group(1)), {})[m.group(2).lower()] = value
         for i, index in enumerate(sorted(by_index)):
@@ -283,14 +347,14 @@ def load_providers(
     config_path: Path | None, env: Mapping[str, str]
 ) -> tuple[ProviderConfig, ...]:
     """All providers from the file (if any) then the environment, checked together."""
-    raw: list[tuple[str, dict[str, Any]]] = []
+    raw: list[tuple[str, dict[str, Any], bool]] = []
     if config_path is not None:
-        raw += providers_from_file(config_path)
-    raw += providers_from_env(env)
+        raw += [(where, item, False) for where, item in providers_from_file(config_path)]
+    raw += [(where, item, True) for where, item in providers_from_env(env)]
     providers: list[ProviderConfig] = []
     seen: dict[str, str] = {}
-    for where, item in raw:
-        p = build_provider(item, where)
+    for where, item, from_env in raw:
+        p = build_provider(item, where, from_env)
         if p.id in seen:
             raise ConfigError(
                 f"{where}: multiple external auth providers exist with the id {p.id!r} "
@@ -334,13 +398,15 @@ def load_settings(
         port=_env_number(env, "EXTAUTH_PORT", int, 8080),
         access_url=env.get("EXTAUTH_ACCESS_URL", ""),
         provider_timeout=_env_number(env, "EXTAUTH_PROVIDER_TIMEOUT", float, 5.0),
-        validate_responses=_as_bool("env", "EXTAUTH_VALIDATE_RESPONSES",
-                                    env.get("EXTAUTH_VALIDATE_RESPONSES", "false")),
+        validate_responses=parse_bool("EXTAUTH_VALIDATE_RESPONSES",
+                                      env.get("EXTAUTH_VALIDATE_RESPONSES") or "false"),
         max_body_bytes=_env_number(env, "EXTAUTH_MAX_BODY_BYTES", int, 64 * 1024),
         refresh_retry_seconds=_env_number(env, "EXTAUTH_REFRESH_RETRY_SECONDS", float, 10.0),
         audit_retention_days=_env_number(env, "EXTAUTH_AUDIT_RETENTION_DAYS", int, 90),
         validate_cache_seconds=_env_number(env, "EXTAUTH_VALIDATE_CACHE_SECONDS", float, 5.0),
         revoke_retry_seconds=_env_number(env, "EXTAUTH_REVOKE_RETRY_SECONDS", float, 30.0),
+        stock_connexion=parse_bool("EXTAUTH_STOCK_CONNEXION",
+                                   env.get("EXTAUTH_STOCK_CONNEXION") or "false"),
     )
     try:
         base = replace(base, encryption_keys=keys_from_env(env))

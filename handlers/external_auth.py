@@ -35,7 +35,7 @@ def _user(user: ProviderUser) -> dict[str, Any]:
 
 
 def _provider(p: ProviderConfig) -> dict[str, Any]:
-    return {
+    out = {
         "id": p.id,
         "type": p.type,
         "device": p.device_flow,
@@ -46,6 +46,9 @@ def _provider(p: ProviderConfig) -> dict[str, Any]:
         "supports_revocation": bool(p.revoke_url),
         "code_challenge_methods_supported": list(p.pkce_methods),
     }
+    if p.unusable:
+        out["unusable"] = p.unusable
+    return out
 
 
 def _link(state: LinkState) -> dict[str, Any]:
@@ -140,8 +143,13 @@ async def external_auth_callback(
         detail = " ".join(x for x in (error_description, error_uri) if x)
         raise BadRequestError(f"Encountered error in oidc process: {clip(error, 64)}",
                               detail=clip(detail))
-    if code is None:
+    if not code:  # Coder reads it with Query().Get: empty is absent
         target = await links.start_web(session, externalauth, redirect)
     else:
         _, target = await links.finish_web(session, externalauth, code, state)
     return RedirectResponse(target, status_code=307)
+
+
+# Coder's legacy path, /gitauth/{id}/callback: the same flow. Its own operationId
+# (connexion keeps per-operation state by operationId), the same function.
+legacy_gitauth_callback = external_auth_callback

@@ -1,7 +1,8 @@
 """The session-token check behind every security scheme of ``openapi.yaml``.
 
-The spec declares four alternative ways to send the token (cookie, query
-parameter, ``Coder-Session-Token`` header, ``Authorization: Bearer``).
+The spec declares five alternative ways to send the token (cookie, query
+parameter, ``Coder-Session-Token`` header, ``Authorization: Bearer``, and
+the ``access_token`` query parameter of OAuth clients).
 Whichever scheme connexion tries, the token is picked in Coder's order, so a
 request carrying several gets the same answer whatever the order of schemes.
 """
@@ -18,23 +19,33 @@ from extauth.links import Links
 
 SESSION_NAME = "coder_session_token"
 HEADER_NAME = "Coder-Session-Token"
+ACCESS_TOKEN_NAME = "access_token"
 
 
 def pick_token(request: ConnexionRequest) -> tuple[str | None, str]:
     """The token and where it came from: cookie, then query parameter, then
-    header, then ``Authorization: Bearer``."""
+    header, then ``Authorization: Bearer``, then the ``access_token`` query
+    parameter."""
     # As Coder: the first non-empty value of each source, sources in this order.
     for value, source in (
         (first_cookie(request.headers.get("cookie", "")), "cookie"),
-        (next((v for v in request.query_params.getlist(SESSION_NAME) if v), None), "query"),
+        (_first_query(request, SESSION_NAME), "query"),
         (request.headers.get(HEADER_NAME), "header"),
+        (_bearer(request.headers.get("authorization", "")), "bearer"),
+        (_first_query(request, ACCESS_TOKEN_NAME), "access_token"),
     ):
         if value:
             return value, source
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip(), "bearer"
     return None, ""
+
+
+def _first_query(request: ConnexionRequest, name: str) -> str | None:
+    return next((v for v in request.query_params.getlist(name) if v), None)
+
+
+def _bearer(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
 
 
 def first_cookie(header: str) -> str | None:

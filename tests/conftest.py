@@ -75,12 +75,17 @@ class Api:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests of the app in-process run on both stores, unless marked ``sqlite``
-    (they read the database file itself)."""
+    """Tests of the app in-process run on a SQLite file through extauth's cheaper
+    connexion classes and through connexion's own (``EXTAUTH_STOCK_CONNEXION=1``),
+    and on PostgreSQL; store tests on both stores. Tests marked ``sqlite`` read
+    the database file itself and do not run on PostgreSQL."""
     if "database" in metafunc.fixturenames:
-        sqlite_only = metafunc.definition.get_closest_marker("sqlite") is not None
-        metafunc.parametrize("database", ["sqlite"] if sqlite_only else ["sqlite", "postgres"],
-                             indirect=True)
+        kinds = ["sqlite"]
+        if "make_api" in metafunc.fixturenames:
+            kinds.append("sqlite-stock")
+        if metafunc.definition.get_closest_marker("sqlite") is None:
+            kinds.append("postgres")
+        metafunc.parametrize("database", kinds, indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +106,9 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_api(database: str) -> Iterator[Any]:
+def make_api(request: pytest.FixtureRequest, database: str) -> Iterator[Any]:
     """Build an ``Api`` from raw provider configs and settings overrides."""
+    stock = request.node.callspec.params["database"] == "sqlite-stock"
     opened: list[TestClient] = []
     stores: list[Store] = []
 
@@ -113,6 +119,7 @@ def make_api(database: str) -> Iterator[Any]:
             providers=providers,
             validate_responses=True,
             provider_timeout=overrides.pop("provider_timeout", 2.0),
+            stock_connexion=stock,
             **overrides,
         )
         client = TestClient(create_app(settings), raise_server_exceptions=False)

@@ -66,7 +66,8 @@ def test_deleted_token_is_401(api: Api) -> None:
     assert _detail(api.get(LIST, headers={"Coder-Session-Token": token})) == "API key is invalid."
 
 
-@pytest.mark.parametrize("how", ["header", "cookie", "query", "bearer", "bearer-lowercase"])
+@pytest.mark.parametrize("how", ["header", "cookie", "query", "bearer", "bearer-lowercase",
+                                 "access_token"])
 def test_every_way_to_send_the_token_works(api: Api, how: str) -> None:
     token = api.login()["Coder-Session-Token"]
     kwargs: dict = {
@@ -75,6 +76,8 @@ def test_every_way_to_send_the_token_works(api: Api, how: str) -> None:
         "query": {"params": {"coder_session_token": token}},
         "bearer": {"headers": {"Authorization": f"Bearer {token}"}},
         "bearer-lowercase": {"headers": {"Authorization": f"bearer {token}"}},
+        # Coder's fifth source, after all the others (httpmw.APITokenFromRequest).
+        "access_token": {"params": {"access_token": token}},
     }[how]
     r = api.get(LIST, **kwargs)
     assert r.status_code == 200
@@ -93,11 +96,25 @@ def test_coders_order_decides_between_conflicting_tokens(api: Api) -> None:
     assert r.status_code == 200
     r = api.get(LIST, headers={"Coder-Session-Token": bad, "Authorization": f"Bearer {good}"})
     assert _detail(r) == "API key is invalid."
+    r = api.get(LIST, headers={"Authorization": f"Bearer {bad}"}, params={"access_token": good})
+    assert _detail(r) == "API key is invalid."
+    r = api.get(LIST, headers={"Authorization": f"Bearer {good}"}, params={"access_token": bad})
+    assert r.status_code == 200
 
 
-@pytest.mark.parametrize("value", ["Basic dXNlcjpwYXNz", "Bearer", "Token abc"])
+def test_an_access_token_in_the_query_never_becomes_a_cookie(api: Api) -> None:
+    token = api.login()["Coder-Session-Token"]
+    r = api.get("/external-auth/fake/callback", params={"access_token": token},
+                follow_redirects=False)
+    assert r.status_code == 307
+    assert "set-cookie" not in r.headers
+
+
+@pytest.mark.parametrize("value", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer  ", "Token abc"])
 def test_other_authorization_schemes_are_401(api: Api, value: str) -> None:
-    assert _detail(api.get(LIST, headers={"Authorization": value}))
+    """No token is no token, as Coder says, however connexion put it."""
+    assert _detail(api.get(LIST, headers={"Authorization": value})) == (
+        'Cookie "coder_session_token" or query parameter must be provided.')
 
 
 def test_only_a_hash_of_the_secret_is_stored(tmp_path) -> None:  # type: ignore[no-untyped-def]

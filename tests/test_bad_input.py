@@ -118,6 +118,8 @@ def db(api: Api) -> Callable[[str], Any]:
 # -- JSON bodies --------------------------------------------------------------------------
 
 MALFORMED = {
+    # Coder: "Request body must be valid JSON." (EOF), not connexion's "RequestBody is required".
+    "empty": b"",
     "truncated object": b'{"device_code": "ab',
     "truncated after key": b'{"device_code"',
     "truncated after colon": b'{"device_code":',
@@ -616,13 +618,14 @@ EMPTY_THEN_VALID = {
     "empty cookie, valid query": (["cookie"], "query"),
     "empty header, valid bearer": (["header"], "bearer"),
     "empty cookie, query and header, valid bearer": (["cookie", "query", "header"], "bearer"),
+    "empty everything else, valid access_token": (["cookie", "query", "header"], "access_token"),
 }
 
 
 def _credentials(pairs: list[tuple[str, str]]) -> tuple[list[tuple[bytes, bytes]], str]:
     """Headers and a query string carrying each (where, value)."""
     headers: list[tuple[bytes, bytes]] = []
-    query = ""
+    params: list[str] = []
     for where, value in pairs:
         if where == "header":
             headers.append((b"Coder-Session-Token", value.encode()))
@@ -630,9 +633,11 @@ def _credentials(pairs: list[tuple[str, str]]) -> tuple[list[tuple[bytes, bytes]
             headers.append((b"Authorization", f"Bearer {value}".encode()))
         elif where == "cookie":
             headers.append(_cookie(value))
+        elif where == "access_token":
+            params.append(f"access_token={value}")
         else:
-            query = _query(value)
-    return headers, query
+            params.append(_query(value))
+    return headers, "&".join(params)
 
 
 @pytest.mark.parametrize("empty, valid", EMPTY_THEN_VALID.values(), ids=EMPTY_THEN_VALID.keys())
@@ -673,15 +678,18 @@ def test_a_repeated_credential_the_first_value_decides(
 @pytest.mark.parametrize("valid_where, invalid_where", [
     ("header", "cookie"), ("header", "query"), ("bearer", "header"), ("query", "cookie"),
     ("cookie", "query"), ("header", "bearer"), ("query", "header"),
+    ("bearer", "access_token"), ("access_token", "bearer"), ("access_token", "query"),
+    ("header", "access_token"),
 ])
 def test_conflicting_credentials_coders_order_decides(
     api: Api, fake: FakeProvider, alice: dict[str, str], valid_where: str, invalid_where: str
 ) -> None:
-    """Cookie, then query parameter, then header, then bearer (README): the
-    first present decides, and a bad one there is a 401 whatever follows."""
+    """Cookie, then query parameter, then header, then bearer, then the
+    access_token query parameter (README): the first present decides, and a bad
+    one there is a 401 whatever follows."""
     headers, query = _credentials([(valid_where, alice["Coder-Session-Token"]),
                                    (invalid_where, UNKNOWN_TOKEN)])
-    order = ["cookie", "query", "header", "bearer"]
+    order = ["cookie", "query", "header", "bearer", "access_token"]
     with unchanged(db(api)):
         r = api.request("DELETE", f"{API}/github?{query}", headers=headers)
     if order.index(valid_where) < order.index(invalid_where):

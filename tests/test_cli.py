@@ -112,9 +112,48 @@ def test_serve_rejects_demo_with_several_workers(db: str) -> None:
 
 def test_serve_stops_on_a_config_error(tmp_path: Path, db: str) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("external_auth:\n  - {type: x, client_id: c}\n")
+    bad.write_text("external_auth:\n  - {type: x, token_url: 'https://x/t'}\n")
     r = run("serve", "--config", str(bad), "--db", db)
-    assert r.exit_code == 1 and "'token_url' must be provided" in r.stderr
+    assert r.exit_code == 1 and "'client_id' must be provided" in r.stderr
+
+
+CODER_ENV = {
+    # Coder starts with all of this: a key it does not know, and a Bitbucket
+    # Server without the auth URL its other URLs are derived from.
+    "CODER_EXTERNAL_AUTH_0_TYPE": "github", "CODER_EXTERNAL_AUTH_0_CLIENT_ID": "gh",
+    "CODER_EXTERNAL_AUTH_0_MCP_URL": "https://api.githubcopilot.com/mcp/",
+    "CODER_EXTERNAL_AUTH_1_TYPE": "bitbucket-server", "CODER_EXTERNAL_AUTH_1_CLIENT_ID": "bb",
+}
+
+
+def test_config_check_reports_what_coder_would_start_with() -> None:
+    r = run("config", "check", env=CODER_ENV)
+    assert r.exit_code == 0, r.stderr
+    assert "warning: CODER_EXTERNAL_AUTH_0_MCP_URL (provider 'github')" in r.stderr
+    assert ("warning: provider 'bitbucket-server' is unusable: it has no token URL: set "
+            "CODER_EXTERNAL_AUTH_1_AUTH_URL") in r.stderr
+    assert "2 provider(s): github, bitbucket-server (1 unusable: bitbucket-server)" in r.stderr
+
+
+def test_config_check_strict_refuses_it() -> None:
+    r = run("config", "check", "--strict", env=CODER_ENV)
+    assert r.exit_code == 1
+    assert "config: 2 problem(s) above (--strict)" in r.stderr
+    assert "CODER_EXTERNAL_AUTH_0_MCP_URL" in r.stderr
+    good = {k: v for k, v in CODER_ENV.items() if k.startswith("CODER_EXTERNAL_AUTH_0")
+            and not k.endswith("MCP_URL")}
+    assert run("config", "check", "--strict", env=good).exit_code == 0
+
+
+def test_providers_list_shows_unusable_providers_and_ignored_keys() -> None:
+    r = run("providers", "list", env=CODER_ENV)
+    assert r.exit_code == 0
+    assert "bitbucket-server (bitbucket-server) UNUSABLE" in r.stdout
+    assert "  unusable: it has no token URL" in r.stdout
+    assert "  warning: CODER_EXTERNAL_AUTH_0_MCP_URL (provider 'github')" in r.stdout
+    [github, bitbucket] = json.loads(run("providers", "list", "--json", env=CODER_ENV).stdout)
+    assert github["unusable"] == "" and len(github["warnings"]) == 1
+    assert bitbucket["unusable"].startswith("it has no token URL")
 
 
 def test_access_log_redacts_session_tokens() -> None:
@@ -139,3 +178,16 @@ def test_access_log_redaction_reads_names_as_the_server_does(target: str, shown:
     from extauth.cli.serve import redact_query
 
     assert redact_query(target) == shown
+
+
+def test_access_log_redacts_the_access_token_parameter() -> None:
+    """Coder's fifth token source is a query parameter too: masked like the others."""
+    import logging
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET",
+                                "/api/v2/external-auth?a=1&access_token=abc-def", "1.1", 200),
+                               None)
+    assert RedactFilter().filter(record)
+    assert "abc-def" not in record.getMessage()
+    assert "access_token=" in record.getMessage() and "a=1" in record.getMessage()

@@ -1,5 +1,6 @@
 """extauth's cheaper connexion classes (``extauth/_connexion.py``) against stock
-connexion: the same spec, the same handlers, the same answers.
+connexion (``asgi_app(stock=True)``): the same spec, the same handlers, the
+same answers.
 
 The handlers echo the keyword arguments they were called with, so any
 difference in how arguments are typed, defaulted or named shows up, as does
@@ -8,6 +9,7 @@ any difference in validation and security.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -16,18 +18,14 @@ import pytest
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    import connexion
+    import connexion  # noqa: F401
     from starlette.testclient import TestClient
 
 from connexion.exceptions import OAuthProblem, OAuthResponseProblem
+from connexion.lifecycle import ConnexionResponse
 
-from extauth._connexion import (
-    CachedApi,
-    ParameterValidator,
-    _own_token_check,
-    middlewares,
-    picks_its_own_token,
-)
+from extauth._connexion import _own_token_check, asgi_app, picks_its_own_token
+from extauth.errors import ExtauthError
 
 HERE = __name__
 
@@ -129,14 +127,15 @@ def put_thing(name: str, body: dict[str, Any], context_: dict[str, Any]) -> dict
     return _echo({"name": name, "body": body, "context_": context_})
 
 
+def _error(request: Any, exc: ExtauthError) -> ConnexionResponse:
+    return ConnexionResponse(status_code=exc.status, content_type="application/json",
+                             body=json.dumps(exc.body()))
+
+
 def _app(ours: bool) -> Any:
-    if not ours:
-        app = connexion.AsyncApp(__name__)
-    else:
-        app = connexion.AsyncApp(__name__, middlewares=middlewares(True),
-                                 validator_map={"parameter": ParameterValidator})
-        app._middleware_app.api_cls = CachedApi
+    app = asgi_app(__name__, lifespan=None, validate_responses=True, stock=not ours)
     app.add_api(SPEC, validate_responses=True)
+    app.add_error_handler(ExtauthError, _error)
     return app
 
 

@@ -185,3 +185,30 @@ def test_extauth_docs_usage_errors_exit_2() -> None:
     result = CliRunner().invoke(main, ["docs", "--nope"])
     assert result.exit_code == 2
     assert "docs" in CliRunner().invoke(main, ["--help"]).output
+
+
+# -- the README's compatibility tables ------------------------------------------------------
+
+
+def _readme_section(heading: str) -> str:
+    text = (COMMITTED.parents[1] / "README.md").read_text(encoding="utf-8")
+    start = text.index(heading)
+    end = text.find("\n#", start + len(heading))
+    return text[start:end if end >= 0 else None]
+
+
+@pytest.mark.parametrize("path, method, op", _operations(),
+                         ids=[f"{m.upper()} {p}" for p, m, _ in _operations()])
+def test_the_compatibility_table_has_every_operation(path: str, method: str,
+                                                     op: dict[str, Any]) -> None:
+    table = _readme_section("### Operations")
+    assert f"| `{method.upper()} {path.replace('{externalauth}', '{id}')}`" in table
+
+
+def test_the_compatibility_table_has_every_provider_key() -> None:
+    from extauth.settings import _CODER_ONLY, _KEYS
+
+    table = _readme_section("### Variables")
+    missing = [key.upper() for key in sorted(_KEYS | _CODER_ONLY)
+               if f"`{key.upper()}`" not in table]
+    assert not missing, f"README's Variables table does not say: {missing}"

@@ -82,6 +82,8 @@ OP_DELETE = "DELETE /api/v2/external-auth/{externalauth}"
 OP_DEVICE = "GET /api/v2/external-auth/{externalauth}/device"
 OP_EXCHANGE = "POST /api/v2/external-auth/{externalauth}/device"
 OP_CALLBACK = "GET /external-auth/{externalauth}/callback"
+OP_LEGACY_CALLBACK = "GET /gitauth/{externalauth}/callback"
+CALLBACKS = (OP_CALLBACK, OP_LEGACY_CALLBACK)
 OP_HEALTH = "GET /healthz"
 OP_LOGIN_PAGE = "GET /login"
 OP_SIGN_IN = "POST /login"
@@ -89,12 +91,12 @@ OP_SIGN_OUT = "POST /logout"
 OP_PAGE_LIST = "GET /external-auth"
 OP_PAGE_PROVIDER = "GET /external-auth/{externalauth}"
 OP_ASSET = "GET /assets/{name}"
-OPERATIONS = (OP_LIST, OP_GET, OP_DELETE, OP_DEVICE, OP_EXCHANGE, OP_CALLBACK, OP_HEALTH,
+OPERATIONS = (OP_LIST, OP_GET, OP_DELETE, OP_DEVICE, OP_EXCHANGE, *CALLBACKS, OP_HEALTH,
               OP_LOGIN_PAGE, OP_SIGN_IN, OP_SIGN_OUT, OP_PAGE_LIST, OP_PAGE_PROVIDER, OP_ASSET)
 # Pages answer people: their errors are HTML pages (``x-extauth-page``).
 PAGES = (OP_LOGIN_PAGE, OP_SIGN_IN, OP_SIGN_OUT, OP_PAGE_LIST, OP_PAGE_PROVIDER)
 # Without a session these send the browser to sign in: 303 to /login?redirect=.
-SIGN_IN_FIRST = (OP_CALLBACK, OP_PAGE_LIST, OP_PAGE_PROVIDER)
+SIGN_IN_FIRST = (*CALLBACKS, OP_PAGE_LIST, OP_PAGE_PROVIDER)
 GENERATING_PHASES = ("examples", "coverage", "fuzzing")
 
 # Every check schemathesis 4.32 ships. ``object_level_authorization`` needs
@@ -167,7 +169,7 @@ def schemathesis_config(seed: int = SEED, examples: int = EXAMPLES) -> Schemathe
                 # "Encountered error in oidc process: ...", and a `code` without
                 # `state` with 400 "State must be provided.", both documented
                 # (Coder's behaviour).
-                "include-name": OP_CALLBACK,
+                "include-name": list(CALLBACKS),
                 "checks": {"positive_data_acceptance": {
                     "expected-statuses": [*POSITIVE_DEFAULT, "400"]}},
             },
@@ -481,9 +483,9 @@ def assert_everything_reached(c: Campaign) -> None:
     missing = [(label, phase) for label in OPERATIONS for phase in GENERATING_PHASES
                if c.cases[(label, phase)] == 0]
     assert not missing, f"no cases generated for {missing}"
-    wanted = {OP_LIST: 200, OP_GET: 200, OP_DEVICE: 200, OP_CALLBACK: 307, OP_HEALTH: 200,
-              OP_LOGIN_PAGE: 200, OP_SIGN_IN: 303, OP_SIGN_OUT: 303, OP_PAGE_LIST: 200,
-              OP_PAGE_PROVIDER: 200, OP_ASSET: 200}
+    wanted = {OP_LIST: 200, OP_GET: 200, OP_DEVICE: 200, OP_CALLBACK: 307,
+              OP_LEGACY_CALLBACK: 307, OP_HEALTH: 200, OP_LOGIN_PAGE: 200, OP_SIGN_IN: 303,
+              OP_SIGN_OUT: 303, OP_PAGE_LIST: 200, OP_PAGE_PROVIDER: 200, OP_ASSET: 200}
     for label, status in wanted.items():
         reached = sum(n for (lbl, phase, s), n in c.statuses.items()
                       if lbl == label and s == status and phase in GENERATING_PHASES)
@@ -495,6 +497,7 @@ def assert_everything_reached(c: Campaign) -> None:
         (OP_DEVICE, 400, "Git auth device flow not supported."),
         (OP_DELETE, 404, "Resource not found or you do not have access to this resource"),
         (OP_CALLBACK, 400, "State must be provided."),
+        (OP_LEGACY_CALLBACK, 400, "State must be provided."),
     ]:
         assert any(e[0] == label and e[1] in GENERATING_PHASES and e[2:] == (status, message)
                    for e in c.errors), f"{label} never answered {status} {message!r}"

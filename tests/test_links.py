@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -152,7 +153,8 @@ def test_list_shows_providers_and_links(make_api, fake: FakeProvider) -> None:
     assert listed["provider_id"] == "fake"
     assert (listed["authenticated"], listed["validate_error"]) == (True, "")
     assert listed["has_refresh_token"] is True
-    assert fake.requests == []
+    # Validated at the provider, as Coder does; nothing else asked.
+    assert [r.endpoint for r in fake.requests] == ["validate"]
 
 
 def test_list_reports_expired_and_orphaned_links(api: Api, fake: FakeProvider) -> None:
@@ -261,3 +263,126 @@ def test_stored_times_read_back_exactly(api: Api) -> None:
     assert stored is not None and stored.expires_at == when
     assert stored.expires_at.utcoffset() == timedelta(0)
     assert stored.created_at.tzinfo is not None
+
+
+def test_an_unusable_provider_is_listed_and_its_operations_say_why(
+    make_api, fake: FakeProvider
+) -> None:
+    """Coder starts with a Bitbucket Server that has no auth URL; so does extauth,
+    and the provider answers 503 with the reason while the others work."""
+    api = make_api(fake.config(), {"type": "bitbucket-server", "client_id": "bb"})
+    headers = api.login()
+    link(api, fake)
+    link(api, fake, provider="bitbucket-server")
+    body = api.get("/api/v2/external-auth", headers=headers).json()
+    usable, unusable = body["providers"]
+    assert "unusable" not in usable
+    assert unusable["id"] == "bitbucket-server"
+    assert unusable["unusable"].startswith("it has no token URL: set test[1]: 'auth_url'")
+    links = {x["provider_id"]: x for x in body["links"]}
+    assert links["fake"]["authenticated"] is True
+    assert links["bitbucket-server"]["authenticated"] is False
+    assert links["bitbucket-server"]["validate_error"].startswith(
+        "The provider cannot be used as configured: it has no token URL")
+    calls = [("GET", "/api/v2/external-auth/bitbucket-server", None),
+             ("GET", "/api/v2/external-auth/bitbucket-server/device", None),
+             ("POST", "/api/v2/external-auth/bitbucket-server/device", {"device_code": "x"}),
+             ("GET", "/external-auth/bitbucket-server/callback", None)]
+    before = len(fake.requests)
+    for method, path, json in calls:
+        r = api.request(method, path, headers=headers, json=json)
+        assert r.status_code == 503, (path, r.text)
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["message"] == "Provider 'bitbucket-server' cannot be used as configured."
+        assert r.json()["detail"] == unusable["unusable"]
+    assert len(fake.requests) == before
+    r = api.delete("/api/v2/external-auth/bitbucket-server", headers=headers)
+    assert (r.status_code, r.json()) == (200, {"token_revoked": False})
+    assert api.store.get_link(api.user_id("alice"), "bitbucket-server") is None
+
+
+# -- the list validates each link, as Coder's does -------------------------------------
+
+LIST = "/api/v2/external-auth"
+
+
+def test_list_shows_a_token_revoked_at_the_provider_as_unauthenticated(
+    api: Api, fake: FakeProvider
+) -> None:
+    headers = api.login()
+    access, _ = link(api, fake)
+    fake.revoked.add(access)
+    r = api.get(LIST, headers=headers)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    [listed] = r.json()["links"]
+    assert listed["authenticated"] is False
+    assert listed["validate_error"] == (
+        "The token failed to validate: the provider rejected the token (HTTP 401); link again.")
+    assert fake.seen("validate")[0].headers["authorization"] == f"Bearer {access}"
+    stored = api.store.get_link(api.user_id("alice"), "fake")
+    assert stored is not None and stored.access_token == access
+
+
+@pytest.mark.parametrize("answer, error", [
+    (Answer(status=500, text="Something went wrong!"),
+     "Failed to validate token with provider 'fake': it answered HTTP 500."),
+    (Answer(status=200, json={}, delay=1.0),
+     "Provider 'fake' did not answer the token validation within 0.4s."),
+    # Every read is quick, the whole answer is not: the provider timeout bounds it.
+    (Answer(status=200, text="x" * 12, drip=0.15),
+     "Provider 'fake' did not answer the token validation within 0.4s."),
+])
+def test_a_provider_that_fails_shows_on_its_link_not_on_the_list(
+    make_api, fake: FakeProvider, answer: Answer, error: str
+) -> None:
+    api = make_api(fake.config(), fake.config(id="other"), provider_timeout=0.4)
+    headers = api.login()
+    access, refresh = link(api, fake)
+    link(api, fake, provider="other")
+    fake.script("validate", answer)
+    r = api.get(LIST, headers=headers)
+    assert r.status_code == 200, r.text
+    links = {x["provider_id"]: x for x in r.json()["links"]}
+    assert (links["fake"]["authenticated"], links["fake"]["validate_error"]) == (False, error)
+    assert (links["other"]["authenticated"], links["other"]["validate_error"]) == (True, "")
+    assert access not in r.text
+    stored = api.store.get_link(api.user_id("alice"), "fake")
+    assert stored is not None and (stored.access_token, stored.refresh_token) == (access, refresh)
+
+
+def test_a_rate_limited_validation_keeps_the_link_authenticated(
+    api: Api, fake: FakeProvider
+) -> None:
+    headers = api.login()
+    link(api, fake)
+    fake.script("validate", Answer(status=429, text="slow down"))
+    [listed] = api.get(LIST, headers=headers).json()["links"]
+    assert (listed["authenticated"], listed["validate_error"]) == (True, "")
+
+
+def test_the_links_of_a_list_are_validated_at_once(make_api, fake: FakeProvider) -> None:
+    api = make_api(fake.config(), fake.config(id="two"), fake.config(id="three"))
+    headers = api.login()
+    for provider in ("fake", "two", "three"):
+        link(api, fake, provider=provider)
+    user = {"id": 1, "login": "octocat"}
+    fake.script("validate", *[Answer(json=user, delay=0.3)] * 3)
+    body = api.get(LIST, headers=headers).json()
+    assert [x["authenticated"] for x in body["links"]] == [True] * 3
+    assert len(fake.seen("validate")) == 3
+    assert fake.most_in_flight["/user"] == 3
+
+
+def test_a_list_and_a_get_share_one_validation_in_flight(make_api, fake: FakeProvider) -> None:
+    api = make_api(fake.config(app_installations_url=None), validate_cache_seconds=0)
+    headers = api.login()
+    link(api, fake)
+    # One slow answer, and the token revoked: every caller must have had it.
+    fake.script("validate", Answer(status=401, json={"message": "Bad credentials"}, delay=0.5))
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda path: api.get(path, headers=headers),
+                                [LIST, FAKE, LIST]))
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert answers[1].json()["authenticated"] is False
+    assert [r.json()["links"][0]["authenticated"] for r in (answers[0], answers[2])] == [False] * 2
+    assert len(fake.seen("validate")) == 1

@@ -50,6 +50,8 @@ def test_live_device_flow_list_get_delete(server: LiveServer, fake: FakeProvider
         # the query-parameter form must not leave the token in the access log
         assert c.get(API, params={"coder_session_token": token},
                      headers={"Coder-Session-Token": ""}).status_code in (200, 401)
+        assert c.get(API, params={"access_token": token},
+                     headers={"Coder-Session-Token": ""}).status_code == 200
     log = server.output()
     assert "GET /api/v2/external-auth" in log
     assert token[11:] not in log
@@ -114,9 +116,56 @@ def test_live_demo_walkthrough(demo: DemoServer) -> None:
 
 
 def test_live_config_error_stops_start_up(tmp_path: Path) -> None:
-    server = LiveServer(tmp_path, [{"type": "x", "client_id": "c"}])
-    with pytest.raises(RuntimeError, match="'token_url' must be provided"):
+    server = LiveServer(tmp_path, [{"type": "x", "token_url": "https://x/t"}])
+    with pytest.raises(RuntimeError, match="'client_id' must be provided"):
         server.start()
+
+
+def test_live_a_coder_deployments_environment_starts_extauth(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    """Coder's variables as a deployment has them, with keys of newer Coder
+    releases and a provider that cannot work: extauth starts (two workers),
+    lists the same providers, warns once per ignored key, and serves the rest."""
+    corp = {f"CODER_EXTERNAL_AUTH_2_{k.upper()}": str(v) for k, v in fake.config(
+        id="Corp", type="Keycloak", scopes="repo read:user", device_flow="1",
+        no_refresh="False").items()}
+    env = {
+        "CODER_EXTERNAL_AUTH_0_TYPE": "github", "CODER_EXTERNAL_AUTH_0_CLIENT_ID": "gh-client",
+        "CODER_EXTERNAL_AUTH_0_CLIENT_SECRET": "gh-secret",
+        "CODER_EXTERNAL_AUTH_0_MCP_URL": "https://api.githubcopilot.com/mcp/",
+        "CODER_EXTERNAL_AUTH_0_MCP_TOOL_DENY_REGEX": "^delete_",
+        "CODER_EXTERNAL_AUTH_1_TYPE": "bitbucket-server",
+        "CODER_EXTERNAL_AUTH_1_CLIENT_ID": "bb-client",
+        **corp,
+    }
+    server = LiveServer(tmp_path, [], "--workers", "2", env=env).start()
+    try:
+        token = server.token()
+        with httpx.Client(base_url=server.url, headers={"Coder-Session-Token": token},
+                          timeout=10) as c:
+            providers = {p["id"]: p for p in c.get(API).json()["providers"]}
+            assert list(providers) == ["github", "bitbucket-server", "Corp"]
+            assert providers["bitbucket-server"]["unusable"].startswith(
+                "it has no token URL: set CODER_EXTERNAL_AUTH_1_AUTH_URL")
+            assert "unusable" not in providers["github"] and "unusable" not in providers["Corp"]
+            r = c.get(f"{API}/bitbucket-server")
+            assert r.status_code == 503
+            assert r.json()["message"] == (
+                "Provider 'bitbucket-server' cannot be used as configured.")
+            assert c.get(f"{API}/corp").status_code == 404  # ids keep their case
+            device = c.get(f"{API}/Corp/device").json()
+            fake.approve(device["device_code"])
+            assert c.post(f"{API}/Corp/device",
+                          json={"device_code": device["device_code"]}).status_code == 204
+            assert c.get(f"{API}/Corp").json()["authenticated"] is True
+    finally:
+        server.stop()
+    log = server.output()
+    for key in ("CODER_EXTERNAL_AUTH_0_MCP_URL", "CODER_EXTERNAL_AUTH_0_MCP_TOOL_DENY_REGEX"):
+        assert log.count(f"extauth: warning: {key} (provider 'github')") == 1, log
+    assert log.count("extauth: warning: provider 'bitbucket-server' is unusable") == 1
+    assert "gh-secret" not in log
 
 
 # -- serve --demo: the web flow on the demo provider's consent page ------------------

@@ -54,9 +54,28 @@ def test_yaml_file_and_env_are_merged(tmp_path: Path) -> None:
     assert ps[0].display_icon == "/emojis/1f511.png"
 
 
-def test_id_defaults_to_type() -> None:
+def test_id_defaults_to_the_type_as_written() -> None:
+    """Ids are path segments and part of redirect URIs registered at providers:
+    they keep their case, as in Coder; the type is looked up in any case."""
     p = build_provider({"type": "MyOAuth", "client_id": "x", "token_url": "https://x/t"}, "t")
-    assert (p.id, p.type) == ("myoauth", "myoauth")
+    assert (p.id, p.type, p.display_name) == ("MyOAuth", "myoauth", "MyOAuth")
+    p = build_provider({"type": "GitHub", "client_id": "x"}, "t")
+    assert (p.id, p.type, p.display_name) == ("GitHub", "github", "GitHub")
+    p = build_provider({"id": "Corp-SSO", "type": "x", "client_id": "x",
+                        "token_url": "https://x/t"}, "t")
+    assert p.id == "Corp-SSO"
+
+
+def test_the_legacy_bitbucket_type_keeps_its_id() -> None:
+    p = build_provider({"type": "BitBucket", "client_id": "x"}, "t")
+    assert (p.id, p.type, p.display_name) == ("BitBucket", "bitbucket-cloud", "BitBucket")
+
+
+def test_a_provider_with_an_id_and_no_type_is_generic() -> None:
+    [p] = load_providers(None, {"CODER_EXTERNAL_AUTH_0_ID": "corp",
+                                "CODER_EXTERNAL_AUTH_0_CLIENT_ID": "c",
+                                "CODER_EXTERNAL_AUTH_0_TOKEN_URL": "https://x/t"})
+    assert (p.id, p.type, p.display_name, p.unusable) == ("corp", "", "corp", "")
 
 
 def test_legacy_gitauth_prefix_is_read() -> None:
@@ -73,12 +92,11 @@ def test_legacy_gitauth_prefix_is_read() -> None:
     ({**GENERIC, "CODER_EXTERNAL_AUTH_0_DEVICE_CODE_URL": ""},
      "'device_flow' is true but 'device_code_url' is not set"),
     ({**GENERIC, "CODER_EXTERNAL_AUTH_0_DEVICE_FLOW": "maybe"},
-     "'device_flow' has value 'maybe'. Not a valid boolean"),
-    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_TOKEN_URL": "ftp://x"},
-     "'token_url' has value 'ftp://x'. Not an http(s) URL"),
-    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_TOKEN_URL": ""}, "'token_url' must be provided"),
-    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_PKCE_METHODS": "S512"}, "'pkce_methods' has 'S512'"),
-    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_COLOUR": "red"}, "unknown key 'colour'"),
+     "CODER_EXTERNAL_AUTH_0_DEVICE_FLOW has value 'maybe'. Not a valid boolean"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_NO_REFRESH": "yes"},
+     "CODER_EXTERNAL_AUTH_0_NO_REFRESH has value 'yes'. Not a valid boolean"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_NO_REFRESH": ""},
+     "CODER_EXTERNAL_AUTH_0_NO_REFRESH has value ''. Not a valid boolean"),
     ({**GENERIC, **{k.replace("_0_", "_1_"): v for k, v in GENERIC.items()}},
      "CODER_EXTERNAL_AUTH_1: multiple external auth providers exist with the id 'corp'"),
     ({**{k.replace("_0_", "_2_"): v for k, v in GENERIC.items()}},
@@ -97,6 +115,8 @@ def test_config_errors_name_the_provider_and_the_key(env: dict, message: str) ->
     ("providers: []", "unknown top-level key 'providers'"),
     ("external_auth: [[1]]", "external_auth[0] must be a mapping"),
     ("external_auth:\n  - type: x\n    client_id: [1, 2]\n", "'client_id' must be a string"),
+    ("external_auth:\n  - {type: x, client_id: c, device_flow: maybe}\n",
+     "external_auth[0]: 'device_flow' has value 'maybe'. Not a valid boolean"),
     ("a: [", "not valid YAML"),
 ])
 def test_config_file_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -120,3 +140,83 @@ def test_settings_precedence_cli_over_env_over_default(tmp_path: Path) -> None:
 def test_settings_reject_a_bad_port() -> None:
     with pytest.raises(ConfigError, match="EXTAUTH_PORT has value 'eighty'. Not a valid int"):
         load_settings({"EXTAUTH_PORT": "eighty"}, providers=())
+
+
+@pytest.mark.parametrize("value, stock", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_stock_connexion_from_the_environment(value: str, stock: bool) -> None:
+    assert load_settings({"EXTAUTH_STOCK_CONNEXION": value}, providers=()).stock_connexion is stock
+    assert load_settings({}, providers=()).stock_connexion is False
+
+
+# -- what Coder starts with, extauth starts with ---------------------------------------
+
+
+@pytest.mark.parametrize("value", ["1", "t", "T", "TRUE", "true", "True"])
+def test_booleans_are_read_as_go_reads_them_true(value: str) -> None:
+    [p] = load_providers(None, {**GENERIC, "CODER_EXTERNAL_AUTH_0_NO_REFRESH": value})
+    assert p.no_refresh is True
+
+
+@pytest.mark.parametrize("value", ["0", "f", "F", "FALSE", "false", "False"])
+def test_booleans_are_read_as_go_reads_them_false(value: str) -> None:
+    [p] = load_providers(None, {**GENERIC, "CODER_EXTERNAL_AUTH_0_DEVICE_FLOW": value})
+    assert p.device_flow is False
+
+
+NEWER_CODER = {
+    "CODER_EXTERNAL_AUTH_0_API_BASE_URL": "https://api.github.com",
+    "CODER_EXTERNAL_AUTH_0_MCP_URL": "https://api.githubcopilot.com/mcp/",
+    "CODER_EXTERNAL_AUTH_0_MCP_TOOL_ALLOW_REGEX": ".*",
+    "CODER_EXTERNAL_AUTH_0_MCP_TOOL_DENY_REGEX": "^delete_",
+}
+
+
+def test_keys_extauth_does_not_know_are_ignored_with_one_warning_each() -> None:
+    [p] = load_providers(None, {**GENERIC, **NEWER_CODER,
+                                "CODER_EXTERNAL_AUTH_0_CLIENT_SECERT": "typo"})
+    assert p.id == "corp" and not p.unusable
+    newer = "is a key of newer Coder releases that extauth does not use; ignored"
+    assert p.warnings == (
+        f"CODER_EXTERNAL_AUTH_0_API_BASE_URL (provider 'corp') {newer}",
+        "CODER_EXTERNAL_AUTH_0_CLIENT_SECERT (provider 'corp') is not a key extauth knows; "
+        "ignored (did you mean 'client_secret'?)",
+        f"CODER_EXTERNAL_AUTH_0_MCP_TOOL_ALLOW_REGEX (provider 'corp') {newer}",
+        f"CODER_EXTERNAL_AUTH_0_MCP_TOOL_DENY_REGEX (provider 'corp') {newer}",
+        f"CODER_EXTERNAL_AUTH_0_MCP_URL (provider 'corp') {newer}",
+    )
+    assert "typo" not in " ".join(p.warnings)
+
+
+def test_unknown_keys_of_a_file_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    config = tmp_path / "extauth.yaml"
+    config.write_text("external_auth:\n  - {type: github, client_id: c, colour: red}\n")
+    [p] = load_providers(config, {})
+    assert p.warnings == (f"{config}: external_auth[0]: 'colour' (provider 'github') is not "
+                          "a key extauth knows; ignored",)
+
+
+BB_SERVER = {"CODER_EXTERNAL_AUTH_0_TYPE": "bitbucket-server",
+             "CODER_EXTERNAL_AUTH_0_CLIENT_ID": "c"}
+
+
+@pytest.mark.parametrize("env, reason", [
+    (BB_SERVER,
+     "it has no token URL: set CODER_EXTERNAL_AUTH_0_AUTH_URL, from which type "
+     "'bitbucket-server' derives it, or CODER_EXTERNAL_AUTH_0_TOKEN_URL"),
+    ({**BB_SERVER, "CODER_EXTERNAL_AUTH_0_TYPE": "jfrog"},
+     "it has no token URL: set CODER_EXTERNAL_AUTH_0_AUTH_URL, from which type 'jfrog' "
+     "derives it, or CODER_EXTERNAL_AUTH_0_TOKEN_URL"),
+    ({**BB_SERVER, "CODER_EXTERNAL_AUTH_0_TYPE": "keycloak"},
+     "it has no token URL: set CODER_EXTERNAL_AUTH_0_TOKEN_URL"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_TOKEN_URL": "ftp://x"},
+     "CODER_EXTERNAL_AUTH_0_TOKEN_URL has value 'ftp://x', which is not an http(s) URL"),
+    ({**GENERIC, "CODER_EXTERNAL_AUTH_0_PKCE_METHODS": "S512"},
+     "CODER_EXTERNAL_AUTH_0_PKCE_METHODS has 'S512'; allowed are S256, plain, none"),
+])
+def test_a_provider_that_cannot_work_is_kept_as_unusable(env: dict, reason: str) -> None:
+    github = {"CODER_EXTERNAL_AUTH_1_TYPE": "github", "CODER_EXTERNAL_AUTH_1_CLIENT_ID": "g"}
+    first, second = load_providers(None, {**env, **github})
+    assert first.unusable == reason
+    assert (second.id, second.unusable) == ("github", "")
+    settings = load_settings({**env, **github})
+    assert settings.config_warnings() == [f"provider {first.id!r} is unusable: {reason}"]

@@ -260,3 +260,53 @@ def test_extra_token_keys_are_kept_with_the_link(make_api, fake: FakeProvider) -
     assert link is not None
     assert link.extra == {"authed_user": {"id": "U1", "access_token": "xoxp-user"},
                           "team": {"id": "T1"}}
+
+
+# -- Coder's ways into the callback ------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["code=&state=", "code=", "code=&state=&error=",
+                                   "error=&error_description="])
+def test_empty_parameters_are_absent_and_start_the_flow(
+    api: Api, fake: FakeProvider, query: str
+) -> None:
+    """Coder reads them with Query().Get: empty is absent."""
+    r = api.get(f"{CALLBACK}?{query}", headers=api.login(), follow_redirects=False)
+    assert r.status_code == 307, r.text
+    assert r.headers["location"].startswith(f"{fake.url}/authorize?")
+    assert sql(api, "SELECT COUNT(*) AS n FROM oauth_states")[0]["n"] == 1
+
+
+def test_an_empty_error_beside_a_code_is_no_error(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    back = _provider_approves(_start(api, headers))
+    r = api.get(f"{back}&error=&error_description=", headers=headers, follow_redirects=False)
+    assert r.status_code == 307, r.text
+    assert api.store.get_link(api.user_id("alice"), "fake") is not None
+
+
+def test_a_code_with_an_empty_state_is_400(api: Api) -> None:
+    r = api.get(f"{CALLBACK}?code=abc&state=", headers=api.login())
+    assert (r.status_code, r.json()) == (400, {"message": "State must be provided."})
+
+
+def test_the_legacy_gitauth_path_runs_the_same_flow(api: Api, fake: FakeProvider) -> None:
+    headers = api.login()
+    legacy = "/gitauth/fake/callback"
+    r = api.get(legacy, headers=headers, params={"redirect": "/done"}, follow_redirects=False)
+    assert r.status_code == 307
+    started = {k: v[0] for k, v in parse_qs(urlsplit(r.headers["location"]).query).items()}
+    # The redirect URI registered at providers is the new path, as in Coder.
+    assert started["redirect_uri"] == "http://127.0.0.1:8080/external-auth/fake/callback"
+    back = _provider_approves({"url": r.headers["location"]})
+    r = api.get(back.replace(CALLBACK, legacy), headers=headers, follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (307, "/done")
+    link = api.store.get_link(api.user_id("alice"), "fake")
+    assert link is not None and link.access_token in fake.access
+    r = api.get(f"{legacy}?error=access_denied", headers=headers)
+    assert (r.status_code, r.json()["message"]) == (
+        400, "Encountered error in oidc process: access_denied")
+    r = api.get("/gitauth/nope/callback", headers=headers)
+    assert r.status_code == 404
+    r = api.get(legacy, follow_redirects=False)  # no session: sign in first, then back here
+    assert (r.status_code, r.headers["location"]) == (303, "/login?redirect=/gitauth/fake/callback")

@@ -135,9 +135,13 @@ def providers_list(config: str | None, db: str | None, as_json: bool) -> None:
     if not items:
         say("no provider is configured")
     for item in items:
-        click.echo(f"{item['id']} ({item['type']})")
+        click.echo(f"{item['id']} ({item['type'] or 'generic'})"
+                   + (" UNUSABLE" if item["unusable"] else ""))
         for key, value in item.items():
-            if key not in ("id", "type", "client_refused") and value not in ("", [], False):
+            if key in ("notes", "warnings"):
+                for line in value:
+                    click.echo(f"  {key[:-1]}: {line}")
+            elif key not in ("id", "type", "client_refused") and value not in ("", [], False):
                 click.echo(f"  {key}: {' '.join(value) if isinstance(value, list) else value}")
         if item["client_refused"]:
             r = item["client_refused"]
@@ -264,11 +268,25 @@ def config_group() -> None:
 
 @config_group.command("check")
 @config_option
-def config_check(config: str | None) -> None:
-    """Validate the config; exit non-zero with a precise message on any error."""
+@click.option("--strict", is_flag=True,
+              help="Also fail on keys extauth ignores and on providers that cannot work")
+def config_check(config: str | None, strict: bool) -> None:
+    """Validate the config; exit non-zero with a precise message on any error.
+
+    Like Coder, extauth starts with keys it does not know (ignored, with a
+    warning) and with providers that cannot work as configured (served as
+    unusable); --strict refuses both.
+    """
     settings = cli_settings(config=config)
+    problems = settings.config_warnings()
+    for problem in problems:
+        say(f"warning: {problem}")
+    if strict and problems:
+        raise click.ClickException(f"config: {len(problems)} problem(s) above (--strict)")
+    unusable = [p.id for p in settings.providers if p.unusable]
     say(f"config OK: {len(settings.providers)} provider(s): "
-         + (", ".join(p.id for p in settings.providers) or "none"))
+        + (", ".join(p.id for p in settings.providers) or "none")
+        + (f" ({len(unusable)} unusable: {', '.join(unusable)})" if unusable else ""))
 
 
 @main.command()

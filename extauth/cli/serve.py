@@ -93,6 +93,8 @@ def serve(
     settings = cli_settings(host=host, port=port, database=db, config=config,
                          access_url=access_url, workers=workers, demo=demo or None)
     store = store_for(settings)
+    for problem in settings.config_warnings():
+        say(f"extauth: warning: {problem}")
     if demo:
         _demo_walkthrough(settings, store)
     elif not settings.providers:

@@ -6,11 +6,9 @@ templates.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from extauth.errors import ExtauthError
 from extauth.links import Links, LinkState
 from extauth.providers.oauth import Installation, ProviderUser
 from extauth.sessions import Session
@@ -68,30 +66,20 @@ class ProviderView:
 
 
 async def overview(links: Links, session: Session) -> list[ProviderView]:
-    """Every configured provider, with the caller's link and, for a valid link,
-    the provider-side user (asked of every linked provider at once)."""
+    """Every configured provider, with the caller's link as the list validated it
+    (every linked provider asked at once), and the provider-side user."""
     states = {s.link.provider_id: s for s in await links.list_links(session)}
-    return list(await asyncio.gather(*(
-        _with_user(links, session, p, states.get(p.id)) for p in links.settings.providers)))
+    return [_listed(p, states.get(p.id)) for p in links.settings.providers]
 
 
-async def _with_user(links: Links, session: Session, p: ProviderConfig,
-                     state: LinkState | None) -> ProviderView:
+def _listed(p: ProviderConfig, state: LinkState | None) -> ProviderView:
     if state is None:
         return ProviderView(p)
-    view = ProviderView(p, linked=True, authenticated=state.authenticated,
-                        validate_error=state.validate_error)
-    if not state.authenticated:
-        return view
-    try:
-        status = await links.status(session, p.id)
-    except ExtauthError as exc:
+    if state.unchecked:
         # One provider down must not take the whole page with it.
-        return ProviderView(p, linked=True, unreachable=str(exc))
-    if not status.authenticated:
-        return ProviderView(p, linked=True,
-                            validate_error="The provider no longer accepts the token.")
-    return ProviderView(p, linked=True, authenticated=True, user=status.user)
+        return ProviderView(p, linked=True, unreachable=state.validate_error)
+    return ProviderView(p, linked=True, authenticated=state.authenticated,
+                        validate_error=state.validate_error, user=state.user)
 
 
 async def provider_view(links: Links, session: Session, provider_id: str) -> ProviderView:

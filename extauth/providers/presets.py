@@ -21,6 +21,10 @@ from urllib.parse import urlsplit
 # Legacy type names and what they mean today.
 ALIASES = {"bitbucket": "bitbucket-cloud"}
 
+# Types whose token URL is derived from the host (or path) of ``auth_url``.
+DERIVES_TOKEN_URL = frozenset({"github", "gitlab", "bitbucket-server", "gitea", "jfrog",
+                               "azure-devops-entra"})
+
 ENTRA_RESOURCE = "499b84ac-1321-427f-aa17-267ca6975798"
 GITHUB_HOST = "github.com"
 
@@ -198,10 +202,7 @@ def _dynamic(ptype: str, values: dict[str, Any]) -> tuple[dict[str, Any], list[s
 def apply_preset(values: dict[str, Any]) -> dict[str, Any]:
     """Return ``values`` with the defaults of its type filled in where unset."""
     out = dict(values)
-    ptype = ALIASES.get(out["type"], out["type"])
-    if ptype != out["type"]:
-        out.setdefault("id", out["type"])
-        out["type"] = ptype
+    ptype = out["type"] = ALIASES.get(out["type"], out["type"])
     derived, notes = _dynamic(ptype, out)
     defaults = {**STATIC.get(ptype, GENERIC), **derived}
     for key, value in defaults.items():
