@@ -44,6 +44,7 @@ from jsonschema import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
+from extauth import metrics
 from extauth._connexion import (
     CachedApi,
     ParameterValidator,
@@ -59,6 +60,7 @@ from extauth.errors import (
     Validation,
 )
 from extauth.links import Links
+from extauth.observe import Observed, Operations
 from extauth.providers.oauth import OAuthClient
 from extauth.sessions import MISSING_DETAIL
 from extauth.settings import Settings, load_settings
@@ -250,10 +252,12 @@ def _error_handler(allow: _Allow) -> Any:
 # -- the outer ASGI layer -----------------------------------------------------------
 
 
-def create_app(settings: Settings) -> Edge:
+def create_app(settings: Settings) -> Observed:
     """The ASGI app for ``settings``: connexion around ``openapi.yaml``."""
     spec = load_spec()
     store = Store(settings.db_path, Cipher(settings.encryption_keys))
+    if settings.metrics_address:
+        metrics.enable()
     demo_app = None
     if settings.demo:
         from extauth import demo
@@ -266,7 +270,10 @@ def create_app(settings: Settings) -> Edge:
         store.migrate()
         client = OAuthClient(timeout=settings.provider_timeout)
         links = Links(settings, store, client)
-        links.audit.purge()
+        purged = links.audit.purge()
+        if purged:
+            log.info("deleted %d audit event(s) older than %d days", purged,
+                     settings.audit_retention_days)
         # Everything loaded so far lives as long as the process: keep it out of
         # the collector's way, and collect the young generation less often
         # (each request allocates many short-lived objects).
@@ -310,11 +317,12 @@ def create_app(settings: Settings) -> Edge:
         spec_path=f"{API_PREFIX}/openapi.json",
         swagger_ui_path=f"{API_PREFIX}/ui",
     ), handlers)
-    return Edge(app, settings.max_body_bytes, spec_path().read_text(encoding="utf-8"), ui,
+    edge = Edge(app, settings.max_body_bytes, spec_path().read_text(encoding="utf-8"), ui,
                 demo_app)
+    return Observed(edge, Operations(spec, [p.id for p in settings.providers]))
 
 
-def create_app_from_env() -> Edge:
+def create_app_from_env() -> Observed:
     """Factory for uvicorn workers: settings come from ``EXTAUTH_*`` variables."""
     demo = os.environ.get("EXTAUTH_DEMO", "") == "1"
     return create_app(load_settings(demo=demo or None))

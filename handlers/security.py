@@ -15,6 +15,7 @@ from connexion.lifecycle import ConnexionRequest
 
 from extauth._connexion import picks_its_own_token
 from extauth.links import Links
+from extauth.logs import note_user
 
 SESSION_NAME = "coder_session_token"
 HEADER_NAME = "Coder-Session-Token"
@@ -55,6 +56,7 @@ async def session_token(token: str | None, request: ConnexionRequest) -> dict[st
         raise OAuthProblem(detail="No authorization token provided")
     links: Links = request.scope["state"]["links"]
     session = await links.authenticate(value)
+    note_user(session.user_id)
     info: dict[str, Any] = {"sub": str(session.user_id), "session": session}
     if source == "query":
         # The web flow turns a token given once in the URL into a cookie, so

@@ -120,3 +120,26 @@ def test_settings_precedence_cli_over_env_over_default(tmp_path: Path) -> None:
 def test_settings_reject_a_bad_port() -> None:
     with pytest.raises(ConfigError, match="EXTAUTH_PORT has value 'eighty'. Not a valid int"):
         load_settings({"EXTAUTH_PORT": "eighty"}, providers=())
+
+
+# -- operations: the metrics listener and the shutdown grace period ---------------------
+
+
+def test_metrics_address_and_shutdown_seconds_from_env() -> None:
+    s = load_settings({"EXTAUTH_METRICS_ADDRESS": "[::1]:2112",
+                       "EXTAUTH_SHUTDOWN_SECONDS": "25"}, providers=())
+    assert (s.metrics_address, s.shutdown_seconds) == ("[::1]:2112", 25.0)
+    assert load_settings({}, providers=()).metrics_address == ""
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"EXTAUTH_METRICS_ADDRESS": "2112"}, "metrics address '2112' is not HOST:PORT"),
+    ({"EXTAUTH_METRICS_ADDRESS": "localhost:http"}, "is not HOST:PORT"),
+    ({"EXTAUTH_METRICS_ADDRESS": "127.0.0.1:70000"}, "is not HOST:PORT"),
+    ({"EXTAUTH_METRICS_ADDRESS": "127.0.0.1:8080"}, "needs a port of its own, not the API's"),
+    ({"EXTAUTH_SHUTDOWN_SECONDS": "-1"}, "Not a number of seconds"),
+    ({"EXTAUTH_SHUTDOWN_SECONDS": "soon"}, "EXTAUTH_SHUTDOWN_SECONDS has value 'soon'"),
+])
+def test_bad_operations_settings_name_the_culprit(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env, providers=())

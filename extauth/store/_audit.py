@@ -39,7 +39,16 @@ class AuditStore(StoreBase):
                            provider_id=r[4], detail=r[5], request_id=r[6], at=_dt(r[7]))
                 for r in rows]
 
-    def purge_audit(self, before: datetime) -> int:
+    def audit_events_before(self, before: datetime) -> int:
+        """How many events are older than ``before`` (a range of the time index)."""
+        row = self.db.execute("SELECT COUNT(*) FROM audit_events WHERE at < ?",
+                              [_ts(before)]).fetchone()
+        return int(row[0])
+
+    def purge_audit(self, before: datetime, batch: int = 1000) -> int:
+        """Delete up to ``batch`` of the oldest events older than ``before``; return how
+        many. Small transactions: the write lock is never held for long."""
         return self.db.execute(
-            "DELETE FROM audit_events WHERE at < ?", [_ts(before)]
+            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events "
+            "WHERE at < ? ORDER BY at LIMIT ?)", [_ts(before), batch]
         ).rowcount

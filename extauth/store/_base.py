@@ -49,6 +49,18 @@ def _named(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def _link_state(row: str) -> str:
+    """A link row's state for ``link_counts``, from what its columns say for good
+    (time-dependent states, such as expiry, cannot be kept by triggers)."""
+    return f"CASE WHEN {row}.refresh_failure_reason = '' THEN 'active' ELSE 'refresh_failed' END"
+
+
+def _count_link(row: str, change: str) -> str:
+    return (f"INSERT INTO link_counts (provider_id, state, links) "
+            f"VALUES ({row}.provider_id, {_link_state(row)}, {change}) "
+            f"ON CONFLICT (provider_id, state) DO UPDATE SET links = links + {change};")
+
+
 # Numbered migrations; each runs once, in order, in its own transaction.
 MIGRATIONS: list[str] = [
     """
@@ -153,7 +165,46 @@ MIGRATIONS: list[str] = [
     CREATE INDEX device_authorizations_expires_at ON device_authorizations(expires_at);
     ALTER TABLE oauth_states ADD COLUMN verifier_key_id TEXT NOT NULL DEFAULT '';
     """,
+    # Links per provider and state, kept by triggers, so that the metrics
+    # listener reads a few rows per scrape instead of counting every link.
+    f"""
+    CREATE TABLE link_counts (
+        provider_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        links INTEGER NOT NULL,
+        PRIMARY KEY (provider_id, state)
+    ) WITHOUT ROWID;
+    INSERT INTO link_counts (provider_id, state, links)
+        SELECT provider_id, {_link_state("external_auth_links")}, COUNT(*)
+        FROM external_auth_links GROUP BY 1, 2;
+    CREATE TRIGGER link_counts_insert AFTER INSERT ON external_auth_links BEGIN
+        {_count_link("NEW", "1")}
+    END;
+    CREATE TRIGGER link_counts_delete AFTER DELETE ON external_auth_links BEGIN
+        {_count_link("OLD", "-1")}
+    END;
+    CREATE TRIGGER link_counts_update
+    AFTER UPDATE OF provider_id, refresh_failure_reason ON external_auth_links
+    WHEN OLD.provider_id != NEW.provider_id
+        OR (OLD.refresh_failure_reason = '') != (NEW.refresh_failure_reason = '')
+    BEGIN
+        {_count_link("OLD", "-1")}
+        {_count_link("NEW", "1")}
+    END;
+    """,
 ]
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration, each whole: a trigger's body holds
+    semicolons of its own."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
 
 
 class StoreBase:
@@ -222,9 +273,8 @@ class StoreBase:
                 for version, script in enumerate(MIGRATIONS, start=1):
                     if version <= current:
                         continue
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
+                    for statement in _statements(script):
+                        db.execute(statement)
                     db.execute(
                         "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                         [version, _ts(utcnow())],
@@ -236,3 +286,13 @@ class StoreBase:
     def ping(self) -> bool:
         self.db.execute("SELECT 1").fetchone()
         return True
+
+    def schema_version(self) -> int:
+        """The number of migrations applied to the file (0 before the first)."""
+        exists = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        ).fetchone()
+        if not exists:
+            return 0
+        row = self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)

@@ -232,3 +232,11 @@ class LinksStore(StoreBase):
                 )
         last = (rows[-1]["user_id"], rows[-1]["provider_id"]) if len(rows) == batch else None
         return len(rows) - len(failed), failed, last
+
+    # -- counts for metrics ----------------------------------------------------------------
+
+    def link_counts(self) -> dict[tuple[str, str], int]:
+        """Links per (provider id, state), as the triggers keep them: ``active``,
+        or ``refresh_failed`` (the provider refused the refresh token for good)."""
+        rows = self.db.execute("SELECT provider_id, state, links FROM link_counts").fetchall()
+        return {(r[0], r[1]): r[2] for r in rows}
