@@ -233,6 +233,21 @@ class LinksStore(StoreBase):
         last = (rows[-1]["user_id"], rows[-1]["provider_id"]) if len(rows) == batch else None
         return len(rows) - len(failed), failed, last
 
+    def sealed_link(self, key_id: str) -> Link | None:
+        """One link stored under ``key_id`` (any), decrypted as far as the configured
+        keys allow; a key id of "" is never looked up. One index lookup."""
+        rows = _named(self.db.execute(
+            f"SELECT {_LINK_COLUMNS} FROM external_auth_links WHERE token_key_id = ? "
+            "AND token_key_id != '' LIMIT 1", [key_id]))
+        return self._link(rows[0]) if rows else None
+
+    def any_sealed_key_id(self) -> str | None:
+        """The key id of some encrypted link, or None when no link is encrypted."""
+        row = self.db.execute(
+            "SELECT token_key_id FROM external_auth_links WHERE token_key_id > '' LIMIT 1"
+        ).fetchone()
+        return str(row[0]) if row else None
+
     # -- counts for metrics ----------------------------------------------------------------
 
     def link_counts(self) -> dict[tuple[str, str], int]:
