@@ -9,7 +9,6 @@ demo OAuth provider mounted at ``/demo/``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import http
 import json
@@ -64,6 +63,7 @@ from extauth.observe import Observed, Operations
 from extauth.providers.oauth import OAuthClient
 from extauth.sessions import MISSING_DETAIL
 from extauth.settings import Settings, load_settings
+from extauth.shutdown import GracePeriod, finish
 from extauth.store import Store
 
 log = logging.getLogger("extauth")
@@ -281,12 +281,12 @@ def create_app(settings: Settings) -> Observed:
         gc.freeze()
         gc.set_threshold(7000, 20, 20)
         revoking = asyncio.ensure_future(links.revocations.run())
+        grace = GracePeriod(settings.shutdown_seconds)
+        grace.watch()
         try:
             yield {"links": links}
         finally:
-            revoking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await revoking
+            await finish(grace, links, revoking)
             await client.aclose()
             store.close()
 

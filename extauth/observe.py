@@ -8,10 +8,17 @@ spec files, the Swagger UI) is ``other``. When it is answered, one access-log
 line goes out (``extauth.access``: client, method, target with secret query
 values masked, status, duration, and the request's id, operation, user and
 provider) and the request metrics are updated.
+
+A request still running when the shutdown grace period ends is cancelled by
+the server; if nothing was sent yet, it is answered here with a 503 in
+Coder's shape (the server would send a bare 500 and log a traceback, as for a
+bug of ours).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
 import time
@@ -21,12 +28,16 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from extauth import metrics
+from extauth.errors import UnavailableError
 from extauth.logs import REQUEST, RequestInfo, redact_query
 
 OTHER = "other"
 _METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 access_log = logging.getLogger("extauth.access")
+_STOPPING = UnavailableError(
+    "The server is shutting down.",
+    detail="the request did not finish within the shutdown grace period; try again")
 
 
 class Operations:
@@ -81,6 +92,17 @@ class Observed:
 
         try:
             await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if status:
+                raise
+            # Cancelled by the server at the end of its grace period: this ends
+            # the request, with an answer.
+            status = _STOPPING.status
+            body = json.dumps(_STOPPING.body()).encode()
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
         except Exception:
             status = status or 500  # the server answers 500 for an app that raised
             raise
