@@ -233,6 +233,14 @@ class LinksStore(StoreBase):
         last = (rows[-1]["user_id"], rows[-1]["provider_id"]) if len(rows) == batch else None
         return len(rows) - len(failed), failed, last
 
+    def links_to_reseal(self) -> int:
+        """How many links are not under the primary key (what a rotation rewrites)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM external_auth_links WHERE token_key_id != ?",
+            [self.cipher.primary_id],
+        ).fetchone()
+        return int(row[0])
+
     def sealed_link(self, key_id: str) -> Link | None:
         """One link stored under ``key_id`` (any), decrypted as far as the configured
         keys allow; a key id of "" is never looked up. One index lookup."""
