@@ -9,7 +9,6 @@ demo OAuth provider mounted at ``/demo/``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import http
 import json
@@ -41,15 +40,17 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.options import SwaggerUIOptions
 from starlette.exceptions import HTTPException
 
-from extauth import pages
+from extauth import metrics, pages
 from extauth._connexion import asgi_app, ui_app
 from extauth.crypto import Cipher
 from extauth.edge import API_PREFIX, Edge
 from extauth.errors import SIGNED_OUT, BadRequestError, ExtauthError, UnauthorizedError
 from extauth.links import Links
+from extauth.observe import Observed, Operations
 from extauth.providers.oauth import OAuthClient
 from extauth.sessions import MISSING_DETAIL
 from extauth.settings import Settings, load_settings
+from extauth.shutdown import GracePeriod, finish
 from extauth.store import open_store
 
 log = logging.getLogger("extauth")
@@ -210,11 +211,13 @@ def _error_handler(allow: _Allow, browser: _Browser) -> Any:
 # -- the outer ASGI layer -----------------------------------------------------------
 
 
-def create_app(settings: Settings) -> Edge:
+def create_app(settings: Settings) -> Observed:
     """The ASGI app for ``settings``: connexion around ``openapi.yaml``."""
     spec = load_spec()
     store = open_store(settings.database, Cipher(settings.encryption_keys),
                        pool_size=settings.db_pool_size, timeout=settings.db_timeout)
+    if settings.metrics_address:
+        metrics.enable()
     demo_app = None
     if settings.demo:
         from extauth import demo
@@ -227,7 +230,10 @@ def create_app(settings: Settings) -> Edge:
         store.migrate()
         client = OAuthClient(timeout=settings.provider_timeout)
         links = Links(settings, store, client)
-        links.audit.purge()
+        purged = links.audit.purge()
+        if purged:
+            log.info("deleted %d audit event(s) older than %d days", purged,
+                     settings.audit_retention_days)
         # Everything loaded so far lives as long as the process: keep it out of
         # the collector's way, and collect the young generation less often
         # (each request allocates many short-lived objects).
@@ -235,12 +241,12 @@ def create_app(settings: Settings) -> Edge:
         gc.freeze()
         gc.set_threshold(7000, 20, 20)
         revoking = asyncio.ensure_future(links.revocations.run())
+        grace = GracePeriod(settings.shutdown_seconds)
+        grace.watch()
         try:
             yield {"links": links}
         finally:
-            revoking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await revoking
+            await finish(grace, links, revoking)
             await client.aclose()
             store.close()
 
@@ -262,11 +268,12 @@ def create_app(settings: Settings) -> Edge:
         spec_path=f"{API_PREFIX}/openapi.json",
         swagger_ui_path=f"{API_PREFIX}/ui",
     ), handlers)
-    return Edge(app, settings.max_body_bytes, spec_path().read_text(encoding="utf-8"), ui,
+    edge = Edge(app, settings.max_body_bytes, spec_path().read_text(encoding="utf-8"), ui,
                 demo_app)
+    return Observed(edge, Operations(spec, [p.id for p in settings.providers]))
 
 
-def create_app_from_env() -> Edge:
+def create_app_from_env() -> Observed:
     """Factory for uvicorn workers: settings come from ``EXTAUTH_*`` variables."""
     demo = os.environ.get("EXTAUTH_DEMO", "") == "1"
     return create_app(load_settings(demo=demo or None))

@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from contextvars import ContextVar
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
+from extauth import logs, metrics
 from extauth._threads import off_loop
+from extauth.logs import REQUEST_ID
 from extauth.sessions import Session
 from extauth.store import AuditEvent, Store, utcnow
 
+__all__ = ["REQUEST_ID", "Audit", "new_request_id"]
+
 log = logging.getLogger("extauth.audit")
-REQUEST_ID: ContextVar[str] = ContextVar("extauth_request_id", default="")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -41,11 +44,26 @@ class Audit:
         event = AuditEvent(action=action, outcome=outcome, user_id=session.user_id,
                            user_name=session.user_name, provider_id=provider_id,
                            detail=detail, request_id=REQUEST_ID.get())
+        logs.audit_event(action, outcome, provider_id, session.user_id, detail)
+        metrics.audit_event(action, outcome, provider_id)
         try:
             await off_loop(self.store.insert_audit, event)
         except Exception:  # an audit failure must not fail the user's request
             log.exception("cannot record audit event %s/%s", action, outcome)
 
-    def purge(self) -> int:
-        """Delete events older than the retention period."""
-        return self.store.purge_audit(utcnow() - self.retention)
+    def cutoff(self) -> datetime:
+        """Events before this are past the retention period."""
+        return utcnow() - self.retention
+
+    def purge(self, progress: Callable[[int], None] | None = None,
+              before: datetime | None = None) -> int:
+        """Delete events older than ``before`` (default: the retention period), a
+        batch at a time; ``progress`` is told how many each batch deleted. Returns
+        the total."""
+        before = before or self.cutoff()
+        total = 0
+        while deleted := self.store.purge_audit(before):
+            total += deleted
+            if progress is not None:
+                progress(deleted)
+        return total

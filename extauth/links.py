@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from extauth import readiness
 from extauth._threads import off_loop
 from extauth.audit import Audit
 from extauth.errors import (
@@ -132,6 +133,11 @@ class Links:
             await self._db(self.store.ping)
         except (sqlite3.Error, StoreError) as exc:
             raise UnavailableError("The database is not reachable.", detail=str(exc)) from None
+
+    async def ready(self) -> None:
+        """Raise ``UnavailableError`` saying why, unless the database answers, its
+        schema is current and the configured keys decrypt the stored tokens."""
+        await self._db(readiness.check, self.store)
 
     def _state(self, link: Link, note: str = "") -> LinkState:
         """What a stored link is worth right now, without asking the provider."""

@@ -198,6 +198,19 @@ class Refresher:
         # Shielded: a caller that goes away does not cancel the others' refresh.
         return await asyncio.shield(flight)
 
+    async def drain(self, seconds: float) -> int:
+        """Wait up to ``seconds`` for the refreshes in flight, then stop those still
+        running (each releases its lease on the way out); return how many were
+        stopped."""
+        flights = list(self._flights.values())
+        if not flights:
+            return 0
+        _, running = await asyncio.wait(flights, timeout=seconds)
+        for flight in running:
+            flight.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        return len(running)
+
     def _landed(self, key: tuple[int, str], flight: asyncio.Task[Outcome]) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]

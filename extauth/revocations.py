@@ -54,6 +54,7 @@ class Revocations:
         self.audit = audit
         self.first_wait = timedelta(seconds=settings.revoke_retry_seconds)
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def _wait(self, attempts: int) -> timedelta:
         wait: timedelta = self.first_wait * 2 ** min(attempts, 16)
@@ -108,9 +109,15 @@ class Revocations:
 
     # -- the background task ---------------------------------------------------------
 
+    def stop(self) -> None:
+        """End ``run`` once the attempt in flight, if any, is over. Records it
+        claimed but did not try yet are tried once their claim runs out."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
-        """Retry due revocations for as long as the server runs."""
-        while True:
+        """Retry due revocations until ``stop``."""
+        while not self._stopping:
             try:
                 await self.run_due()
                 due = await off_loop(self.store.next_revocation_due)
@@ -121,6 +128,8 @@ class Revocations:
             if due is not None:
                 wait = max(0.05, min(wait, (due - utcnow()).total_seconds()))
             self._wake.clear()
+            if self._stopping:  # asked while trying: its wake-up was just cleared
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
@@ -128,6 +137,8 @@ class Revocations:
         """Try every due revocation once; return how many were tried."""
         claimed = await off_loop(self.store.claim_due_revocations, CLAIM)
         for pending in claimed:
+            if self._stopping:
+                break
             await self._retry(pending)
         return len(claimed)
 

@@ -145,6 +145,11 @@ class Settings:
     validate_cache_seconds: float = 5.0
     # Seconds before an unconfirmed revocation is tried again (doubling).
     revoke_retry_seconds: float = 30.0
+    # "host:port" of the Prometheus listener ("": no metrics).
+    metrics_address: str = ""
+    # Seconds that requests, refreshes and revocations in flight get to finish
+    # once the server is asked to stop.
+    shutdown_seconds: float = 10.0
     # AES-256-GCM keys for tokens at rest; the first encrypts. Never printed.
     encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
     # Build the app from connexion's own classes, without extauth's cheaper
@@ -365,6 +370,16 @@ def load_providers(
     return tuple(providers)
 
 
+def split_address(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6 address]:port`` for IPv6) as a pair; ConfigError otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"metrics address {text!r} is not HOST:PORT "
+                          "(for example 127.0.0.1:2112 or [::1]:2112)")
+    return host, int(port)
+
+
 def _env_number(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
     value = env.get(name)
     if value is None or value == "":
@@ -407,6 +422,8 @@ def load_settings(
         revoke_retry_seconds=_env_number(env, "EXTAUTH_REVOKE_RETRY_SECONDS", float, 30.0),
         stock_connexion=parse_bool("EXTAUTH_STOCK_CONNEXION",
                                    env.get("EXTAUTH_STOCK_CONNEXION") or "false"),
+        metrics_address=env.get("EXTAUTH_METRICS_ADDRESS", ""),
+        shutdown_seconds=_env_number(env, "EXTAUTH_SHUTDOWN_SECONDS", float, 10.0),
     )
     try:
         base = replace(base, encryption_keys=keys_from_env(env))
@@ -417,6 +434,14 @@ def load_settings(
     settings = replace(base, **over)
     if settings.access_url and not _valid_url(settings.access_url):
         raise ConfigError(f"access URL {settings.access_url!r} is not an http(s) URL")
+    if settings.metrics_address:
+        _, metrics_port = split_address(settings.metrics_address)
+        if metrics_port == settings.port:
+            raise ConfigError(f"metrics address {settings.metrics_address!r}: the metrics "
+                              f"listener needs a port of its own, not the API's ({settings.port})")
+    if settings.shutdown_seconds < 0:
+        raise ConfigError(f"EXTAUTH_SHUTDOWN_SECONDS has value {settings.shutdown_seconds!r}. "
+                          "Not a number of seconds (0 or more)")
     if "providers" not in over:
         providers = load_providers(Path(config) if config else None, env)
         settings = replace(settings, providers=providers)

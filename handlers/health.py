@@ -1,4 +1,4 @@
-"""Liveness of the service and its database."""
+"""Liveness and readiness of the service."""
 
 from __future__ import annotations
 
@@ -9,4 +9,9 @@ from handlers import service
 
 async def healthz() -> dict[str, Any]:
     await service().ping()
+    return {"status": "ok"}
+
+
+async def readyz() -> dict[str, Any]:
+    await service().ready()
     return {"status": "ok"}

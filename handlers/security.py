@@ -16,6 +16,7 @@ from connexion.lifecycle import ConnexionRequest
 
 from extauth._connexion import picks_its_own_token
 from extauth.links import Links
+from extauth.logs import note_user
 
 SESSION_NAME = "coder_session_token"
 HEADER_NAME = "Coder-Session-Token"
@@ -66,6 +67,7 @@ async def session_token(token: str | None, request: ConnexionRequest) -> dict[st
         raise OAuthProblem(detail="No authorization token provided")
     links: Links = request.scope["state"]["links"]
     session = await links.authenticate(value)
+    note_user(session.user_id)
     # A token in the query string authenticates this one request and nothing
     # more: turned into a cookie, it would let anyone who gets a browser to
     # open a link plant their own session there.

@@ -152,9 +152,11 @@ def store_at() -> Iterator[Any]:
         store.close()
 
 
-def sql(api: Api, statement: str) -> list[dict[str, Any]]:
-    """Run SQL on the test's database, whichever it is (tests poke at rows)."""
-    return api.store._rows(statement)  # type: ignore[attr-defined]
+def sql(target: Api | Store, statement: str, params: tuple[Any, ...] = ()
+        ) -> list[dict[str, Any]]:
+    """Run SQL on a test's database, whichever it is (tests poke at rows)."""
+    store = target.store if isinstance(target, Api) else target
+    return store._rows(statement, params)  # type: ignore[attr-defined, no-any-return]
 
 
 @pytest.fixture

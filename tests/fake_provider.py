@@ -289,9 +289,15 @@ class FakeProvider:
             login = self.access.get(token)
             if login is None or token in self.revoked:
                 return JSONResponse({"message": "Bad credentials"}, 401)
+            # Rate-limit headers as GitHub's API sends them: one call fewer left
+            # per validation, the window ending at the next full hour.
+            limits = {"X-RateLimit-Limit": "5000",
+                      "X-RateLimit-Remaining": str(5000 - len(self.seen("validate"))),
+                      "X-RateLimit-Reset": str(int(time.time()) // 3600 * 3600 + 3600),
+                      "X-RateLimit-Resource": "core"}
             return JSONResponse({"id": 583231, "login": login, "name": "The Octocat",
                                  "avatar_url": "https://example.test/a.png",
-                                 "html_url": f"https://example.test/{login}"})
+                                 "html_url": f"https://example.test/{login}"}, headers=limits)
 
         async def revoke(request: Request) -> Response:
             answer = await self._record("revoke", request)

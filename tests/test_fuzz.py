@@ -122,6 +122,13 @@ BUILTIN_CHECKS = (
 )
 MAX_RESPONSE_TIME = 10.0
 POSITIVE_DEFAULT = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
+NEGATIVE_DEFAULT = ["400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429",
+                    "5xx"]
+# Without a valid session these send the browser to sign in (303), whatever
+# else is wrong with the request: the session is checked first, as for the
+# API's 401.
+SIGNED_OUT_REJECTION = {"negative_data_rejection": {
+    "expected-statuses": [*NEGATIVE_DEFAULT, "303"]}}
 
 
 def schemathesis_config(seed: int = SEED, examples: int = EXAMPLES) -> SchemathesisConfig:
@@ -171,7 +178,12 @@ def schemathesis_config(seed: int = SEED, examples: int = EXAMPLES) -> Schemathe
                 # (Coder's behaviour).
                 "include-name": list(CALLBACKS),
                 "checks": {"positive_data_acceptance": {
-                    "expected-statuses": [*POSITIVE_DEFAULT, "400"]}},
+                    "expected-statuses": [*POSITIVE_DEFAULT, "400"]},
+                    **SIGNED_OUT_REJECTION},
+            },
+            {
+                "include-name": [OP_PAGE_LIST, OP_PAGE_PROVIDER],
+                "checks": SIGNED_OUT_REJECTION,
             },
             {
                 # These read the caller's status with a provider, which deleting

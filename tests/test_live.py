@@ -163,8 +163,8 @@ def test_live_a_coder_deployments_environment_starts_extauth(
         server.stop()
     log = server.output()
     for key in ("CODER_EXTERNAL_AUTH_0_MCP_URL", "CODER_EXTERNAL_AUTH_0_MCP_TOOL_DENY_REGEX"):
-        assert log.count(f"extauth: warning: {key} (provider 'github')") == 1, log
-    assert log.count("extauth: warning: provider 'bitbucket-server' is unusable") == 1
+        assert log.count(f"WARNING:  {key} (provider 'github')") == 1, log
+    assert log.count("WARNING:  provider 'bitbucket-server' is unusable") == 1
     assert "gh-secret" not in log
 
 

@@ -220,3 +220,26 @@ def test_a_provider_that_cannot_work_is_kept_as_unusable(env: dict, reason: str)
     assert (second.id, second.unusable) == ("github", "")
     settings = load_settings({**env, **github})
     assert settings.config_warnings() == [f"provider {first.id!r} is unusable: {reason}"]
+
+
+# -- operations: the metrics listener and the shutdown grace period ---------------------
+
+
+def test_metrics_address_and_shutdown_seconds_from_env() -> None:
+    s = load_settings({"EXTAUTH_METRICS_ADDRESS": "[::1]:2112",
+                       "EXTAUTH_SHUTDOWN_SECONDS": "25"}, providers=())
+    assert (s.metrics_address, s.shutdown_seconds) == ("[::1]:2112", 25.0)
+    assert load_settings({}, providers=()).metrics_address == ""
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"EXTAUTH_METRICS_ADDRESS": "2112"}, "metrics address '2112' is not HOST:PORT"),
+    ({"EXTAUTH_METRICS_ADDRESS": "localhost:http"}, "is not HOST:PORT"),
+    ({"EXTAUTH_METRICS_ADDRESS": "127.0.0.1:70000"}, "is not HOST:PORT"),
+    ({"EXTAUTH_METRICS_ADDRESS": "127.0.0.1:8080"}, "needs a port of its own, not the API's"),
+    ({"EXTAUTH_SHUTDOWN_SECONDS": "-1"}, "Not a number of seconds"),
+    ({"EXTAUTH_SHUTDOWN_SECONDS": "soon"}, "EXTAUTH_SHUTDOWN_SECONDS has value 'soon'"),
+])
+def test_bad_operations_settings_name_the_culprit(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env, providers=())

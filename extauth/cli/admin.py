@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import click
 
 from extauth import sessions
 from extauth import store as stores
+from extauth.audit import Audit
 from extauth.cli._base import (
     cli_settings,
     config_option,
@@ -20,6 +22,7 @@ from extauth.cli._base import (
     say,
     store_for,
 )
+from extauth.cli._progress import progress
 from extauth.crypto import Cipher
 from extauth.refresh import client_fingerprint
 from extauth.settings import Settings
@@ -184,16 +187,18 @@ def keys_status(db: str | None) -> None:
         click.echo(f"{label}\t{counts.get(kid, 0)}\t{role}")
 
 
-def _reseal(store: Store, batch: int, verb: str) -> None:
+def _reseal(store: Store, batch: int, verb: str, label: str) -> None:
     """Every batch, page after page: links that cannot be decrypted are passed
     over and named, so that the ones after them are still re-encrypted."""
     total = 0
     failed: list[tuple[int, str]] = []
     after: tuple[int, str] | None = (0, "")
-    while after is not None:
-        done, bad, after = store.reseal_batch(batch, after)
-        total += done
-        failed += bad
+    with progress(label, store.links_to_reseal()) as advance:
+        while after is not None:
+            done, bad, after = store.reseal_batch(batch, after)
+            total += done
+            failed += bad
+            advance(done + len(bad))
     done, stuck = store.reseal_revocations()
     say(f"{verb} {total} link(s) and {done} pending revocation(s)")
     if stuck:
@@ -220,7 +225,8 @@ def keys_rotate(db: str | None, batch: int) -> None:
     store = open_store(db)
     if not store.cipher.keys:
         raise click.ClickException("no key is configured: set EXTAUTH_ENCRYPTION_KEYS")
-    _reseal(store, batch, f"re-encrypted with key {store.cipher.primary_id}:")
+    _reseal(store, batch, f"re-encrypted with key {store.cipher.primary_id}:",
+            "re-encrypting links")
 
 
 @keys.command("decrypt")
@@ -230,20 +236,43 @@ def keys_decrypt(db: str | None, batch: int) -> None:
     """Store every link's tokens in plain text again (to stop using encryption)."""
     store = open_store(db)
     plain = Cipher(store.cipher.keys, write_plain=True)
-    _reseal(store_for(cli_settings(database=db, providers=()), plain), batch, "decrypted")
+    _reseal(store_for(cli_settings(database=db, providers=()), plain), batch, "decrypted",
+            "decrypting links")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @db_option
 @click.option("--user", "user_name", metavar="NAME", help="Only this user's events")
 @click.option("--provider", "provider_id", metavar="ID", help="Only this provider's events")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
-def audit(db: str | None, user_name: str | None, provider_id: str | None, limit: int) -> None:
-    """Show the audit trail, newest first (never a token)."""
+@click.pass_context
+def audit(ctx: click.Context, db: str | None, user_name: str | None, provider_id: str | None,
+          limit: int) -> None:
+    """Show the audit trail, newest first (never a token); 'audit prune' deletes
+    old events."""
+    if ctx.invoked_subcommand is not None:
+        return
     for e in open_store(db).audit_events(user_name, provider_id, limit):
         at = f"{e.at:%Y-%m-%d %H:%M:%S}Z" if e.at else ""
         click.echo("\t".join([at, e.user_name, e.provider_id, e.action, e.outcome,
                               e.request_id, e.detail]))
+
+
+@audit.command("prune")
+@db_option
+@click.option("--older-than", "days", type=click.IntRange(min=0), metavar="DAYS",
+              help="Delete events older than this many days "
+                   "[default: EXTAUTH_AUDIT_RETENTION_DAYS, 90]")
+def audit_prune(db: str | None, days: int | None) -> None:
+    """Delete old audit events, in small batches (the server does it at start too)."""
+    store = open_store(db)
+    if days is None:
+        days = cli_settings(providers=()).audit_retention_days
+    trail = Audit(store, timedelta(days=days))
+    before = trail.cutoff()
+    with progress("deleting audit events", store.audit_events_before(before)) as advance:
+        deleted = trail.purge(advance, before)
+    say(f"deleted {deleted} audit event(s) older than {days} day(s)")
 
 
 @main.command()

@@ -1,42 +1,28 @@
-"""``extauth serve``: the API under uvicorn, with the access log masked."""
+"""``extauth serve``: the API under uvicorn, its logs (text or JSON lines, the
+access log masked), its metrics listener, and a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import logging
+import logging.config
 import os
+import signal
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
-from urllib.parse import unquote_plus
 
 import click
 
-from extauth import sessions
-from extauth.cli._base import cli_settings, config_option, db_option, main, say, store_for
+from extauth import logs, metrics, sessions
+from extauth.cli._base import cli_settings, config_option, db_option, main, store_for
+from extauth.logs import SECRET_PARAMS, redact_query
 from extauth.settings import Settings
 from extauth.store import Store
 
-# Query parameters whose values never reach a log line: the session token in
-# both of Coder's names, and the OAuth values a browser carries back.
-SECRET_PARAMS = frozenset({
-    "coder_session_token", "access_token", "code", "state", "device_code", "refresh_token",
-    "client_secret", "code_verifier",
-})
+__all__ = ["SECRET_PARAMS", "RedactFilter", "redact_query", "serve"]
 
-
-def redact_query(target: str) -> str:
-    """A request target with the values of secret query parameters masked. Names
-    are compared as the server reads them (percent-decoded), so an encoded name
-    is masked too; the rest of the line stays as it was sent."""
-    path, sep, query = target.partition("?")
-    if not sep:
-        return target
-    parts = []
-    for part in query.split("&"):
-        name, eq, _ = part.partition("=")
-        if eq and unquote_plus(name) in SECRET_PARAMS:
-            part = f"{name}=****"
-        parts.append(part)
-    return f"{path}?{'&'.join(parts)}"
+log = logging.getLogger("extauth.serve")
 
 
 class RedactFilter(logging.Filter):
@@ -49,14 +35,38 @@ class RedactFilter(logging.Filter):
         return True
 
 
-def _log_config() -> dict[str, Any]:
-    from uvicorn.config import LOGGING_CONFIG
+def log_config(log_format: str, access_log: bool) -> dict[str, Any]:
+    """Logging for the server and its workers: every line through one formatter
+    (``text`` or ``json``), with the request's fields; the access log (one line per
+    request, ``extauth.access``) on stdout, everything else on stderr."""
+    formatter = {"()": "extauth.logs.JsonFormatter" if log_format == "json"
+                 else "extauth.logs.TextFormatter"}
+    stream = {"class": "logging.StreamHandler", "formatter": "default"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "filters": {"context": {"()": "extauth.logs.ContextFilter"},
+                    "redact": {"()": "extauth.cli.serve.RedactFilter"}},
+        "handlers": {
+            "default": {**stream, "stream": "ext://sys.stderr", "filters": ["context"]},
+            "access": {**stream, "stream": "ext://sys.stdout", "filters": ["context", "redact"]},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            # extauth writes the access line itself (with duration, request id,
+            # operation, user); uvicorn's own is off, masked should it be enabled.
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            "extauth": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "extauth.access": {"handlers": ["access"], "propagate": False,
+                               "level": "INFO" if access_log else "WARNING"},
+        },
+    }
 
-    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    config["filters"] = {"redact": {"()": "extauth.cli.serve.RedactFilter"}}
-    config["handlers"]["access"]["filters"] = ["redact"]
-    config["loggers"]["extauth"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 @main.command()
@@ -72,6 +82,11 @@ def _log_config() -> dict[str, Any]:
 @click.option("--access-log/--no-access-log", default=None,
               help="Log every request (token query parameters masked) "
                    "[env EXTAUTH_ACCESS_LOG; default on]")
+@click.option("--log-format", type=click.Choice(logs.FORMATS),
+              help="Log lines as text or as JSON objects [env EXTAUTH_LOG_FORMAT; default text]")
+@click.option("--metrics-address", metavar="HOST:PORT",
+              help="Serve Prometheus metrics here, apart from the API "
+                   "[env EXTAUTH_METRICS_ADDRESS; default: no metrics]")
 @click.option("--demo", is_flag=True,
               help="Also serve a built-in demo OAuth provider as provider 'demo', create user "
                    "'demo' and print a session token with curl lines to try every operation.")
@@ -83,49 +98,85 @@ def serve(
     access_url: str | None,
     workers: int,
     access_log: bool | None,
+    log_format: str | None,
+    metrics_address: str | None,
     demo: bool,
 ) -> None:
-    """Serve the API with uvicorn."""
+    """Serve the API with uvicorn.
+
+    SIGTERM (or Ctrl-C) stops it: no new connections, the requests and
+    refreshes in flight get EXTAUTH_SHUTDOWN_SECONDS to finish, and it exits 0.
+    """
     import uvicorn
 
     if demo and workers > 1:
         raise click.UsageError("--demo keeps its provider in memory and runs one worker only")
+    log_format = log_format or os.environ.get("EXTAUTH_LOG_FORMAT") or "text"
+    if log_format not in logs.FORMATS:
+        raise click.ClickException(f"EXTAUTH_LOG_FORMAT has value {log_format!r}; "
+                                   f"allowed: {', '.join(logs.FORMATS)}")
     settings = cli_settings(host=host, port=port, database=db, config=config,
-                         access_url=access_url, workers=workers, demo=demo or None)
-    store = store_for(settings)
-    for problem in settings.config_warnings():
-        say(f"extauth: warning: {problem}")
-    if demo:
-        _demo_walkthrough(settings, store)
-    elif not settings.providers:
-        say("extauth: no provider is configured (see --config, CODER_EXTERNAL_AUTH_0_*); "
-             "try 'extauth serve --demo'")
+                         access_url=access_url, workers=workers, demo=demo or None,
+                         metrics_address=metrics_address)
     if access_log is None:
         access_log = os.environ.get("EXTAUTH_ACCESS_LOG", "true").lower() not in (
             "false", "0", "no", "off")
+    # What this process says before uvicorn starts goes out in the same format.
+    config_of_logs = log_config(log_format, access_log)
+    logging.config.dictConfig(config_of_logs)
+    store = store_for(settings)
+    for problem in settings.config_warnings():
+        log.warning("%s", problem)
+    if demo:
+        _demo_walkthrough(settings, store)
+    elif not settings.providers:
+        log.warning("no provider is configured (see --config, CODER_EXTERNAL_AUTH_0_*); "
+                    "try 'extauth serve --demo'")
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
-        "log_config": _log_config(),
-        "access_log": access_log,
+        "log_config": config_of_logs,
+        "access_log": False,
         "server_header": False,
-        "timeout_graceful_shutdown": 5,
+        "timeout_graceful_shutdown": settings.shutdown_seconds,
     }
-    if workers == 1:
-        from extauth.app import create_app
+    with _metrics(settings):
+        if workers == 1:
+            from extauth.app import create_app
 
-        uvicorn.run(create_app(settings), **common)
+            # uvicorn stops gracefully on SIGTERM, then raises it again with the
+            # handler it found: let that be an exit with status 0, not a kill.
+            signal.signal(signal.SIGTERM, _stop)
+            uvicorn.run(create_app(settings), **common)
+            return
+        # Workers are new processes: hand them the settings through the environment.
+        os.environ.update({
+            "EXTAUTH_DB": settings.database,
+            "EXTAUTH_HOST": settings.host,
+            "EXTAUTH_PORT": str(settings.port),
+            "EXTAUTH_ACCESS_URL": settings.access_url,
+            "EXTAUTH_METRICS_ADDRESS": settings.metrics_address,
+        })
+        if config:
+            os.environ["EXTAUTH_CONFIG"] = config
+        uvicorn.run("extauth.app:create_app_from_env", factory=True, workers=workers, **common)
+
+
+@contextlib.contextmanager
+def _metrics(settings: Settings) -> Iterator[None]:
+    """The metrics listener for the whole server, when an address is configured."""
+    if not settings.metrics_address:
+        yield
         return
-    # Workers are new processes: hand them the settings through the environment.
-    os.environ.update({
-        "EXTAUTH_DB": settings.database,
-        "EXTAUTH_HOST": settings.host,
-        "EXTAUTH_PORT": str(settings.port),
-        "EXTAUTH_ACCESS_URL": settings.access_url,
-    })
-    if config:
-        os.environ["EXTAUTH_CONFIG"] = config
-    uvicorn.run("extauth.app:create_app_from_env", factory=True, workers=workers, **common)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(metrics.listening(settings.metrics_address,
+                                                  store_for(settings)))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve metrics on {settings.metrics_address}: {exc.strerror}") from None
+        log.info("Prometheus metrics on http://%s/metrics", settings.metrics_address)
+        yield
 
 
 def _demo_walkthrough(settings: Settings, store: Store) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs, quote
 
 import httpx
 
+from extauth import metrics
 from extauth.errors import ProviderError, ProviderRateLimitedError, clip
 from extauth.providers import transport
 from extauth.settings import ProviderConfig
@@ -34,6 +36,8 @@ _SNIPPET = 200
 # RFC 6749 5.2: error codes are %x20-21 / %x23-5B / %x5D-7E.
 _CODE_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '"\\')
 _CODE_LIMIT = 64
+
+log = logging.getLogger("extauth.providers")
 
 
 class OAuthError(Exception):
@@ -208,11 +212,38 @@ class OAuthClient:
 
     # -- plumbing ---------------------------------------------------------------
 
+    async def _call(self, p: ProviderConfig, kind: str, request: httpx.Request,
+                    secrets: tuple[str, ...]) -> httpx.Response:
+        """Send one provider request, timed and counted (``metrics.KINDS``); a
+        provider that does not answer, fails (5xx) or rate-limits is logged as a
+        warning, its text scrubbed. Transport errors are raised as they are."""
+        started = time.perf_counter()
+        try:
+            resp = await self.http.send(request)
+        except httpx.HTTPError as exc:
+            metrics.provider_call(p.id, kind, 0, time.perf_counter() - started)
+            why = (f"no answer within {self.timeout:g}s"
+                   if isinstance(exc, httpx.TimeoutException)
+                   else _scrub(f"{type(exc).__name__}: {exc}", secrets))
+            log.warning("provider %r did not answer the %s call: %s", p.id, kind, why,
+                        extra={"provider": p.id, "kind": kind, "status_code": 0, "error": why})
+            raise
+        metrics.provider_call(p.id, kind, resp.status_code, time.perf_counter() - started,
+                              resp.headers)
+        if resp.status_code >= 500 or is_rate_limited(resp):
+            trouble = "is rate limiting" if is_rate_limited(resp) else "failed"
+            log.warning("provider %r %s the %s call: HTTP %d", p.id, trouble, kind,
+                        resp.status_code,
+                        extra={"provider": p.id, "kind": kind, "status_code": resp.status_code,
+                               "error": _snippet(resp, secrets)})
+        return resp
+
     async def _send(
-        self, p: ProviderConfig, what: str, request: httpx.Request, secrets: tuple[str, ...] = ()
+        self, p: ProviderConfig, what: str, kind: str, request: httpx.Request,
+        secrets: tuple[str, ...] = (),
     ) -> httpx.Response:
         try:
-            return await self.http.send(request)
+            return await self._call(p, kind, request, secrets)
         except httpx.TimeoutException:
             raise ProviderError(
                 message=f"Provider {p.id!r} did not answer the {what} within {self.timeout:g}s.",
@@ -297,7 +328,7 @@ class OAuthClient:
         data = {"scope": " ".join(p.scopes)} if p.scopes else {}
         request = self._post_form(p, p.device_code_url, data, self._device_style(p))
         secrets = (p.client_secret,)
-        resp = await self._send(p, what, request, secrets)
+        resp = await self._send(p, what, "device", request, secrets)
         try:
             body = self._oauth_answer(p, what, resp, secrets)
         except OAuthError as exc:
@@ -327,7 +358,8 @@ class OAuthClient:
         what = "device code exchange"
         data = {"grant_type": DEVICE_GRANT, "device_code": device_code}
         request = self._post_form(p, p.token_url, data, self._device_style(p))
-        return await self._token_call(p, what, request, (p.client_secret, device_code))
+        return await self._token_call(p, what, "device", request,
+                                      (p.client_secret, device_code))
 
     @staticmethod
     def _device_style(p: ProviderConfig) -> str:
@@ -363,7 +395,7 @@ class OAuthClient:
             data["code_verifier"] = verifier
         request = self._token_endpoint_request(
             p, data, ("urn:ietf:params:oauth:grant-type:jwt-bearer", code), redirect_uri)
-        return await self._token_call(p, "code exchange", request,
+        return await self._token_call(p, "code exchange", "exchange", request,
                                       (p.client_secret, code, verifier or ""))
 
     # -- refresh (RFC 6749 6) ------------------------------------------------------------
@@ -376,7 +408,7 @@ class OAuthClient:
             data["scope"] = " ".join(p.scopes)  # Entra wants the scopes again
         request = self._token_endpoint_request(
             p, data, ("refresh_token", refresh_token), redirect_uri)
-        return await self._token_call(p, "token refresh", request,
+        return await self._token_call(p, "token refresh", "refresh", request,
                                       (p.client_secret, refresh_token))
 
     def _token_endpoint_request(
@@ -403,9 +435,9 @@ class OAuthClient:
                                    {"Authorization": f"Bearer {p.client_secret}"})
         return self._post_form(p, p.token_url, data)
 
-    async def _token_call(self, p: ProviderConfig, what: str, request: httpx.Request,
-                          secrets: tuple[str, ...]) -> TokenSet:
-        resp = await self._send(p, what, request, secrets)
+    async def _token_call(self, p: ProviderConfig, what: str, kind: str,
+                          request: httpx.Request, secrets: tuple[str, ...]) -> TokenSet:
+        resp = await self._send(p, what, kind, request, secrets)
         return self._token_set(p, what, self._oauth_answer(p, what, resp, secrets))
 
     def _token_set(self, p: ProviderConfig, what: str, body: dict[str, Any]) -> TokenSet:
@@ -436,7 +468,7 @@ class OAuthClient:
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
         )
         secrets = (access_token, p.client_secret)
-        resp = await self._send(p, what, request, secrets)
+        resp = await self._send(p, what, "validate", request, secrets)
         if resp.status_code == 200:
             body = parse_body(resp)
             return TokenCheck(valid=True, user=parse_user(body) if body else None)
@@ -465,7 +497,7 @@ class OAuthClient:
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
         )
         try:
-            resp = await self.http.send(request)
+            resp = await self._call(p, "installations", request, (access_token, p.client_secret))
         except httpx.HTTPError:
             return False, []
         body = parse_body(resp) if resp.status_code == 200 else None
@@ -507,7 +539,7 @@ class OAuthClient:
             success = 200
         secrets = (access_token, refresh_token, p.client_secret)
         try:
-            resp = await self.http.send(request)
+            resp = await self._call(p, "revoke", request, secrets)
         except httpx.TimeoutException:
             return Revocation(False, f"failed to revoke token: no answer within {self.timeout:g}s")
         except httpx.HTTPError as exc:

@@ -40,5 +40,15 @@ class AuditQueries(StoreBase):
                            detail=r["detail"], request_id=r["request_id"], at=_dt(r["at"]))
                 for r in rows]
 
-    def purge_audit(self, before: datetime) -> int:
-        return self._execute("DELETE FROM audit_events WHERE at < ?", [self._ts(before)])
+    def audit_events_before(self, before: datetime) -> int:
+        """How many events are older than ``before`` (a range of the time index)."""
+        row = self._one("SELECT COUNT(*) AS n FROM audit_events WHERE at < ?",
+                        [self._ts(before)])
+        return int(row["n"]) if row else 0
+
+    def purge_audit(self, before: datetime, batch: int = 1000) -> int:
+        """Delete up to ``batch`` of the oldest events older than ``before``; return how
+        many. Small transactions: the write lock is never held for long."""
+        return self._execute(
+            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events "
+            "WHERE at < ? ORDER BY at LIMIT ?)", [self._ts(before), batch])

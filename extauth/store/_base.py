@@ -64,6 +64,8 @@ class StoreBase(abc.ABC):
     for_update: str = ""
     # The same, passing over rows that another transaction holds.
     skip_locked: str = ""
+    # The schema version this server's migrations make.
+    latest_version: int
 
     @abc.abstractmethod
     def _rows(self, sql: str, params: Params = ()) -> list[Row]:
@@ -86,9 +88,15 @@ class StoreBase(abc.ABC):
         """Apply pending migrations; return the schema version. Safe to race."""
 
     def schema_version(self) -> int:
-        """The last migration applied (0: none)."""
+        """The last migration applied (0: none, not even the table of them)."""
+        if not self._has_table("schema_migrations"):
+            return 0
         row = self._one("SELECT MAX(version) AS v FROM schema_migrations")
         return int(row["v"] or 0) if row else 0
+
+    @abc.abstractmethod
+    def _has_table(self, name: str) -> bool:
+        """A table of that name exists."""
 
     def ping(self) -> bool:
         self._rows("SELECT 1 AS one")
@@ -97,6 +105,9 @@ class StoreBase(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Give back this store's connections."""
+
+    def close_thread(self) -> None:  # noqa: B027 - most databases hold nothing per thread
+        """Give back what the calling thread holds (before the thread ends)."""
 
     def _one(self, sql: str, params: Params = ()) -> Row | None:
         rows = self._rows(sql, params)

@@ -229,3 +229,31 @@ class LinksQueries(StoreBase):
                 )
         last = (rows[-1]["user_id"], rows[-1]["provider_id"]) if len(rows) == batch else None
         return len(rows) - len(failed), failed, last
+
+    def links_to_reseal(self) -> int:
+        """How many links are not under the primary key (what a rotation rewrites)."""
+        row = self._one("SELECT COUNT(*) AS n FROM external_auth_links WHERE token_key_id != ?",
+                        [self.cipher.primary_id])
+        return int(row["n"]) if row else 0
+
+    def sealed_link(self, key_id: str) -> Link | None:
+        """One link stored under ``key_id`` (any), decrypted as far as the configured
+        keys allow; a key id of "" is never looked up. One index lookup."""
+        row = self._one(
+            f"SELECT {_LINK_COLUMNS} FROM external_auth_links WHERE token_key_id = ? "
+            "AND token_key_id != '' LIMIT 1", [key_id])
+        return self._link(row) if row else None
+
+    def any_sealed_key_id(self) -> str | None:
+        """The key id of some encrypted link, or None when no link is encrypted."""
+        row = self._one("SELECT token_key_id FROM external_auth_links "
+                        "WHERE token_key_id > '' LIMIT 1")
+        return str(row["token_key_id"]) if row else None
+
+    # -- counts for metrics ----------------------------------------------------------------
+
+    def link_counts(self) -> dict[tuple[str, str], int]:
+        """Links per (provider id, state), as the triggers keep them: ``active``,
+        or ``refresh_failed`` (the provider refused the refresh token for good)."""
+        rows = self._rows("SELECT provider_id, state, links FROM link_counts")
+        return {(r["provider_id"], r["state"]): int(r["links"]) for r in rows}

@@ -4,6 +4,20 @@ lists, written in each database's types."""
 
 from __future__ import annotations
 
+
+def _link_state(row: str) -> str:
+    """A link row's state for ``link_counts``, from what its columns say for good
+    (time-dependent states, such as expiry, cannot be kept by triggers)."""
+    return f"CASE WHEN {row}.refresh_failure_reason = '' THEN 'active' ELSE 'refresh_failed' END"
+
+
+def _count_link(row: str, change: str) -> str:
+    return (f"INSERT INTO link_counts (provider_id, state, links) "
+            f"VALUES ({row}.provider_id, {_link_state(row)}, {change}) "
+            f"ON CONFLICT (provider_id, state) DO UPDATE SET links = link_counts.links + {change};")
+
+
+
 # SQLite's history, from the first release on: files made by any earlier
 # version are brought up to date step by step. Times are ISO 8601 text in
 # UTC with microseconds, so that they sort as text.
@@ -110,7 +124,36 @@ SQLITE_MIGRATIONS: list[str] = [
     CREATE INDEX device_authorizations_expires_at ON device_authorizations(expires_at);
     ALTER TABLE oauth_states ADD COLUMN verifier_key_id TEXT NOT NULL DEFAULT '';
     """,
+    # Links per provider and state, kept by triggers, so that the metrics
+    # listener reads a few rows per scrape instead of counting every link.
+    f"""
+    CREATE TABLE link_counts (
+        provider_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        links INTEGER NOT NULL,
+        PRIMARY KEY (provider_id, state)
+    ) WITHOUT ROWID;
+    INSERT INTO link_counts (provider_id, state, links)
+        SELECT provider_id, {_link_state("external_auth_links")}, COUNT(*)
+        FROM external_auth_links GROUP BY 1, 2;
+    CREATE TRIGGER link_counts_insert AFTER INSERT ON external_auth_links BEGIN
+        {_count_link("NEW", "1")}
+    END;
+    CREATE TRIGGER link_counts_delete AFTER DELETE ON external_auth_links BEGIN
+        {_count_link("OLD", "-1")}
+    END;
+    CREATE TRIGGER link_counts_update
+    AFTER UPDATE OF provider_id, refresh_failure_reason ON external_auth_links
+    WHEN OLD.provider_id != NEW.provider_id
+        OR (OLD.refresh_failure_reason = '') != (NEW.refresh_failure_reason = '')
+    BEGIN
+        {_count_link("OLD", "-1")}
+        {_count_link("NEW", "1")}
+    END;
+""",
 ]
+
+
 
 
 # PostgreSQL's history starts at the schema SQLite reached by its own steps:
@@ -208,4 +251,32 @@ POSTGRES_MIGRATIONS: list[str] = [
     );
     CREATE INDEX device_authorizations_expires_at ON device_authorizations(expires_at);
     """,
+    f"""
+    CREATE TABLE link_counts (
+        provider_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        links BIGINT NOT NULL,
+        PRIMARY KEY (provider_id, state)
+    );
+    INSERT INTO link_counts (provider_id, state, links)
+        SELECT provider_id, {_link_state("external_auth_links")}, COUNT(*)
+        FROM external_auth_links GROUP BY 1, 2;
+    CREATE FUNCTION count_links() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            {_count_link("OLD", "-1")}
+        END IF;
+        IF TG_OP IN ('UPDATE', 'INSERT') THEN
+            {_count_link("NEW", "1")}
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER link_counts_insert_delete AFTER INSERT OR DELETE ON external_auth_links
+        FOR EACH ROW EXECUTE FUNCTION count_links();
+    CREATE TRIGGER link_counts_update
+        AFTER UPDATE OF provider_id, refresh_failure_reason ON external_auth_links
+        FOR EACH ROW WHEN (OLD.provider_id IS DISTINCT FROM NEW.provider_id
+            OR (OLD.refresh_failure_reason = '') IS DISTINCT FROM (NEW.refresh_failure_reason = ''))
+        EXECUTE FUNCTION count_links();
+""",
 ]

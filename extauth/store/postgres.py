@@ -62,6 +62,7 @@ def redacted(url: str) -> str:
 class PostgresStore(Queries):
     """A PostgreSQL database, through a pool of connections."""
 
+    latest_version = len(POSTGRES_MIGRATIONS)
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
@@ -119,6 +120,10 @@ class PostgresStore(Queries):
     def _ts(self, value: datetime | None) -> datetime | None:
         return None if value is None else value.astimezone(UTC)
 
+    def _has_table(self, name: str) -> bool:
+        row = self._one("SELECT to_regclass(?) IS NOT NULL AS found", [name])
+        return bool(row and row["found"])
+
     def _is_unique_violation(self, exc: Exception) -> bool:
         return isinstance(exc, psycopg.errors.UniqueViolation)
 
@@ -132,9 +137,9 @@ class PostgresStore(Queries):
                 for version, script in enumerate(POSTGRES_MIGRATIONS, start=1):
                     if version <= current:
                         continue
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            self._execute(statement)
+                    # Whole, without parameters: PostgreSQL parses the statements
+                    # (a function's body holds semicolons of its own).
+                    self._local.conn.execute(script)
                     self._execute("INSERT INTO schema_migrations (version, applied_at) "
                                   "VALUES (?, ?)", [version, utcnow()])
         except psycopg.Error as exc:

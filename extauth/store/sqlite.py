@@ -26,8 +26,22 @@ from extauth.store._schema import SQLITE_MIGRATIONS
 BUSY_TIMEOUT_S = 10.0
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration, each whole: a trigger's body holds
+    semicolons of its own."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+
+
 class SQLiteStore(Queries):
     """The database file, with one connection per thread, and every query."""
+
+    latest_version = len(SQLITE_MIGRATIONS)
 
     def __init__(self, path: Path | str, cipher: Cipher | None = None) -> None:
         self.path = str(path)
@@ -55,6 +69,9 @@ class SQLiteStore(Queries):
 
     def close(self) -> None:
         """Close this thread's connection (others close when their thread ends)."""
+        self.close_thread()
+
+    def close_thread(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
             db.conn.close()
@@ -104,9 +121,8 @@ class SQLiteStore(Queries):
                 for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
                     if version <= current:
                         continue
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
+                    for statement in _statements(script):
+                        db.execute(statement)
                     db.execute(
                         "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                         [version, self._ts(utcnow())],
@@ -114,6 +130,10 @@ class SQLiteStore(Queries):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot prepare database {self.path!r}: {exc}") from None
         return len(SQLITE_MIGRATIONS)
+
+    def _has_table(self, name: str) -> bool:
+        return self._one("SELECT 1 AS one FROM sqlite_master WHERE type = 'table' "
+                         "AND name = ?", [name]) is not None
 
     def _is_unique_violation(self, exc: Exception) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
