@@ -1,9 +1,9 @@
 """``create_app(settings)``: the connexion AsyncApp serving ``openapi.yaml``.
 
 The spec is the only route table. Around it sit the lifespan (database,
-OAuth client, the ``Links`` service in request state), the error handlers that
-give every non-2xx answer Coder's ``Response`` body, and, with ``--demo``, the
-demo OAuth provider mounted at ``/demo/``.
+OAuth client, the ``Links`` and ``TokenHandoff`` services in request state),
+the error handlers that give every non-2xx answer Coder's ``Response`` body,
+and, with ``--demo``, the demo OAuth provider mounted at ``/demo/``.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from extauth.errors import (
     UnauthorizedError,
     Validation,
 )
+from extauth.handoff import TokenHandoff
 from extauth.links import Links
 from extauth.providers.oauth import OAuthClient
 from extauth.sessions import MISSING_DETAIL
@@ -264,6 +265,7 @@ def create_app(settings: Settings) -> Edge:
         store.migrate()
         client = OAuthClient(timeout=settings.provider_timeout)
         links = Links(settings, store, client)
+        handoff = TokenHandoff(links)
         links.audit.purge()
         # Everything loaded so far lives as long as the process: keep it out of
         # the collector's way, and collect the young generation less often
@@ -272,8 +274,9 @@ def create_app(settings: Settings) -> Edge:
         gc.freeze()
         gc.set_threshold(7000, 20, 20)
         try:
-            yield {"links": links}
+            yield {"links": links, "handoff": handoff}
         finally:
+            await handoff.watcher.aclose()
             await client.aclose()
             store.close()
 

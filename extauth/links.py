@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import secrets
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -90,6 +91,8 @@ class Links:
         self._db = off_loop
         self.verdicts: Verdicts[tuple[TokenCheck, tuple[bool, list[Installation]]]] = Verdicts(
             settings.validate_cache_seconds)
+        # Called with every link a user links (device or web flow), once stored.
+        self.link_stored: list[Callable[[Link], None]] = []
 
     def provider(self, provider_id: str) -> ProviderConfig:
         p = self.settings.provider(provider_id)
@@ -235,6 +238,8 @@ class Links:
             expires_at(tokens.expires_in),
             tokens.extra,
         )
+        for listener in self.link_stored:
+            listener(link)
         await self.audit.record(session, p.id, "link", flow)
         return link
 

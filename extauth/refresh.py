@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from extauth._threads import off_loop
-from extauth.errors import ProviderError, ProviderRateLimitedError
+from extauth.errors import ExtauthError, ProviderError, ProviderRateLimitedError
 from extauth.providers.oauth import OAuthClient, OAuthError, TokenSet
 from extauth.sessions import Session
 from extauth.settings import ProviderConfig
@@ -98,6 +98,9 @@ class Outcome:
 
     link: Link | None
     note: str = ""
+    # The provider's failure behind a transient ``note``, when it was one of ours
+    # (a rate limit keeps its Retry-After).
+    error: ExtauthError | None = None
 
 
 class Refresher:
@@ -169,7 +172,8 @@ class Refresher:
         except (OAuthError, ProviderError, ProviderRateLimitedError) as exc:
             if not is_permanent(exc):
                 await self.record(session, p.id, "refresh", "transient", describe(exc))
-                return Outcome(link, f"refreshing failed and will be retried: {describe(exc)}")
+                return Outcome(link, f"refreshing failed and will be retried: {describe(exc)}",
+                               exc if isinstance(exc, ExtauthError) else None)
             await off_loop(self.store.record_refresh_failure, link, describe(exc))
             await self.record(session, p.id, "refresh", "permanent", describe(exc))
             # If the row changed meanwhile (someone relinked), theirs stands.

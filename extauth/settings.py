@@ -120,6 +120,8 @@ class Settings:
     audit_retention_days: int = 90
     # Seconds a provider's verdict on a token is reused (0: ask every time).
     validate_cache_seconds: float = 5.0
+    # Seconds a `listen` request to the token hand-off waits for a link.
+    listen_seconds: float = 55.0
     # AES-256-GCM keys for tokens at rest; the first encrypts. Never printed.
     encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
@@ -323,6 +325,7 @@ def load_settings(
         refresh_retry_seconds=_env_number(env, "EXTAUTH_REFRESH_RETRY_SECONDS", float, 10.0),
         audit_retention_days=_env_number(env, "EXTAUTH_AUDIT_RETENTION_DAYS", int, 90),
         validate_cache_seconds=_env_number(env, "EXTAUTH_VALIDATE_CACHE_SECONDS", float, 5.0),
+        listen_seconds=_env_number(env, "EXTAUTH_LISTEN_SECONDS", float, 55.0),
     )
     try:
         base = replace(base, encryption_keys=keys_from_env(env))
@@ -331,6 +334,9 @@ def load_settings(
     if "db_path" in over:
         over["db_path"] = Path(over["db_path"])
     settings = replace(base, **over)
+    if settings.listen_seconds <= 0:
+        raise ConfigError(f"EXTAUTH_LISTEN_SECONDS has value {settings.listen_seconds:g}. "
+                          "It must be more than 0")
     if settings.access_url and not _valid_url(settings.access_url):
         raise ConfigError(f"access URL {settings.access_url!r} is not an http(s) URL")
     if "providers" not in over:

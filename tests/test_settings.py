@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,17 @@ def test_settings_precedence_cli_over_env_over_default(tmp_path: Path) -> None:
 def test_settings_reject_a_bad_port() -> None:
     with pytest.raises(ConfigError, match="EXTAUTH_PORT has value 'eighty'. Not a valid int"):
         load_settings({"EXTAUTH_PORT": "eighty"}, providers=())
+
+
+def test_listen_seconds_from_the_environment() -> None:
+    assert load_settings(env={}, providers=()).listen_seconds == 55.0
+    assert load_settings(env={"EXTAUTH_LISTEN_SECONDS": "2.5"}, providers=()).listen_seconds == 2.5
+
+
+@pytest.mark.parametrize("value, message", [
+    ("soon", "EXTAUTH_LISTEN_SECONDS has value 'soon'. Not a valid float"),
+    ("0", "EXTAUTH_LISTEN_SECONDS has value 0. It must be more than 0"),
+])
+def test_listen_seconds_must_be_a_positive_number(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(env={"EXTAUTH_LISTEN_SECONDS": value}, providers=())

@@ -10,6 +10,7 @@ import yaml
 from openapi_spec_validator import OpenAPIV30SpecValidator, validate
 from openapi_spec_validator.readers import read_from_filename
 
+import handlers.agents
 import handlers.external_auth
 import handlers.health
 from extauth.app import create_app, spec_path
@@ -18,6 +19,7 @@ from tests.conftest import Api, TestClient
 
 SPEC = yaml.safe_load(spec_path().read_text())
 METHODS = {"get", "post", "put", "delete", "patch", "head", "options", "trace"}
+HANDLERS = {m.__name__: m for m in (handlers.agents, handlers.external_auth, handlers.health)}
 
 
 def _operations() -> list[tuple[str, str, dict[str, Any]]]:
@@ -36,14 +38,13 @@ def test_every_operation_id_is_unique_and_bound_to_a_handler() -> None:
     assert len(ids) == len(set(ids))
     for op_id in ids:
         module, _, name = op_id.rpartition(".")
-        assert module in ("handlers.external_auth", "handlers.health"), op_id
-        assert callable(getattr({"handlers.external_auth": handlers.external_auth,
-                                 "handlers.health": handlers.health}[module], name)), op_id
+        assert module in HANDLERS, op_id
+        assert callable(getattr(HANDLERS[module], name)), op_id
 
 
 def test_every_public_handler_is_in_the_spec() -> None:
     ids = {op["operationId"] for _, _, op in _operations()}
-    for module in (handlers.external_auth, handlers.health):
+    for module in HANDLERS.values():
         for name, fn in inspect.getmembers(module, inspect.isfunction):
             if fn.__module__ == module.__name__ and not name.startswith("_"):
                 assert f"{module.__name__}.{name}" in ids, name

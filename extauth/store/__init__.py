@@ -8,17 +8,18 @@ that several threads, workers or processes sharing the file never interleave.
 
 from __future__ import annotations
 
+from extauth.store._agents import AgentsStore
 from extauth.store._audit import AuditStore
 from extauth.store._base import MIGRATIONS, DuplicateError, StoreError, utcnow
 from extauth.store._links import LinksStore
 from extauth.store._users import UsersStore
-from extauth.store.records import ApiKey, AuditEvent, Link, OAuthState, User
+from extauth.store.records import AgentToken, ApiKey, AuditEvent, Link, OAuthState, User
 
 __all__ = [
-    "MIGRATIONS", "ApiKey", "AuditEvent", "DuplicateError", "Link", "OAuthState", "Store",
-    "StoreError", "User", "utcnow",
+    "MIGRATIONS", "AgentToken", "ApiKey", "AuditEvent", "DuplicateError", "Link", "OAuthState",
+    "Store", "StoreError", "User", "utcnow",
 ]
 
 
-class Store(UsersStore, LinksStore, AuditStore):
+class Store(UsersStore, LinksStore, AuditStore, AgentsStore):
     """The database file, with one connection per thread, and every query."""

@@ -104,6 +104,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_events_user_id ON audit_events(user_id, at);
     CREATE INDEX audit_events_provider_id ON audit_events(provider_id, at);
     """,
+    """
+    CREATE TABLE agent_tokens (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL DEFAULT '',
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        expires_at TEXT
+    );
+    CREATE INDEX agent_tokens_user_id ON agent_tokens(user_id);
+    CREATE INDEX external_auth_links_updated_at ON external_auth_links(updated_at);
+    """,
 ]
 
 

@@ -170,6 +170,19 @@ class LinksStore(StoreBase):
                 )
         return link
 
+    def links_changed_since(self, since: datetime) -> list[tuple[int, str, str]]:
+        """(user id, provider id, mark) of the links written at or after ``since``; the
+        mark (version and time of the write) differs between any two writes of a link."""
+        cur = self.db.execute(
+            "SELECT user_id, provider_id, version, updated_at FROM external_auth_links "
+            "WHERE updated_at >= ?",
+            [_ts(since)],
+        )
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return [(r["user_id"], r["provider_id"], f"{r['version']}@{r['updated_at']}")
+                for r in rows]
+
     # -- encryption keys ----------------------------------------------------------------
 
     def key_counts(self) -> dict[str, int]:
