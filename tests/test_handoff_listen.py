@@ -5,7 +5,6 @@ and stops the moment its client disconnects, leaving nothing behind."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import os
@@ -13,34 +12,24 @@ import socket
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from extauth import linkwatch, sessions
-from extauth.app import create_app
 from extauth.handoff import TokenHandoff
 from extauth.links import expires_at
 from extauth.settings import Settings, build_provider
 from extauth.store import Store
 from tests.conftest import Api, link
 from tests.fake_provider import FakeProvider
+from tests.served import Served, wait_until
 
 HANDOFF = "/api/v2/workspaceagents/me/external-auth"
 API = "/api/v2/external-auth"
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Block until ``condition()`` holds, or fail saying ``what`` did not happen."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.002)
 
 
 class Listener:
@@ -184,55 +173,6 @@ def test_a_write_that_leaves_the_link_invalid_is_not_revalidated_over_and_over(
 
 
 # -- a real server: clients that go away ------------------------------------------------------
-
-
-class Served:
-    """create_app under uvicorn in a thread of this process, so that its event loop,
-    tasks and threads can be looked at from the test."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        wait_until(lambda: self.server.started, "uvicorn starts")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    @property
-    def handoff(self) -> TokenHandoff:
-        handoff: TokenHandoff = self.server.lifespan.state["handoff"]
-        return handoff
-
-    def settle(self) -> None:
-        """Wait until every request has finished and the watcher rests (nobody waits)."""
-        state = self.server.server_state
-        wait_until(lambda: not state.connections and not state.tasks, "requests finish")
-        wait_until(lambda: not self.handoff.watcher.running, "the watcher rests")
-
-    def tasks(self) -> int:
-        """How many tasks the server's loop has (asked from within it)."""
-        assert self.loop is not None
-
-        async def count() -> int:
-            return len(asyncio.all_tasks()) - 1  # not this one
-
-        return asyncio.run_coroutine_threadsafe(count(), self.loop).result(timeout=10)
 
 
 @pytest.fixture
