@@ -81,8 +81,16 @@ OP_DELETE = "DELETE /api/v2/external-auth/{externalauth}"
 OP_DEVICE = "GET /api/v2/external-auth/{externalauth}/device"
 OP_EXCHANGE = "POST /api/v2/external-auth/{externalauth}/device"
 OP_CALLBACK = "GET /external-auth/{externalauth}/callback"
+OP_AGENT = "GET /api/v2/workspaceagents/me/external-auth"
+OP_GITAUTH = "GET /api/v2/workspaceagents/me/gitauth"
 OP_HEALTH = "GET /healthz"
-OPERATIONS = (OP_LIST, OP_GET, OP_DELETE, OP_DEVICE, OP_EXCHANGE, OP_CALLBACK, OP_HEALTH)
+OPERATIONS = (OP_LIST, OP_GET, OP_DELETE, OP_DEVICE, OP_EXCHANGE, OP_CALLBACK, OP_AGENT,
+              OP_GITAUTH, OP_HEALTH)
+HANDOFF_OPS = (OP_AGENT, OP_GITAUTH)
+# A URL the regex of provider 'fake' matches, for the hand-off's `match`.
+FAKE_GIT_URL = "https://git.example.test/acme/app.git"
+# How long a hand-off `listen` waits on the campaign's server before its 408.
+LISTEN_SECONDS = "0.2"
 GENERATING_PHASES = ("examples", "coverage", "fuzzing")
 
 # Every check schemathesis 4.32 ships. ``object_level_authorization`` needs
@@ -158,6 +166,15 @@ def schemathesis_config(seed: int = SEED, examples: int = EXAMPLES) -> Schemathe
                 "include-name": OP_CALLBACK,
                 "checks": {"positive_data_acceptance": {
                     "expected-statuses": [*POSITIVE_DEFAULT, "400"]}},
+            },
+            {
+                # The token hand-off: neither or both of `id` and `match` is 400
+                # ("'url' or 'id' must be provided!"), and `listen` on a provider
+                # the caller has not linked ends in 408 once the server's wait
+                # is over: both documented, both Coder's contract.
+                "include-name": list(HANDOFF_OPS),
+                "checks": {"positive_data_acceptance": {
+                    "expected-statuses": [*POSITIVE_DEFAULT, "400", "408"]}},
             },
             {
                 # These read the caller's status with a provider, which deleting
@@ -258,6 +275,22 @@ def _session_cookie_from_query(response: Response, case: Case, value: str) -> bo
     return len(jar) == 1 and morsel is not None and morsel.value == _query_token(response)
 
 
+def _without_the_handed_token(case: Case, response: Response, campaign: Campaign) -> str:
+    """The body, less the one thing the token hand-off may answer: the caller's
+    access token, in ``access_token``, ``username`` and ``password``. A refresh
+    token, anywhere, stays a leak."""
+    body = response.content.decode("utf-8", "replace")
+    if case.operation.label not in HANDOFF_OPS or response.status_code != 200:
+        return body
+    answer = json.loads(body)
+    with campaign.lock:
+        access = set(campaign.fake.access)
+    for key in ("access_token", "username", "password"):
+        if answer.get(key) in access:
+            answer[key] = ""
+    return json.dumps(answer)
+
+
 @schemathesis.check
 def no_secret_leaks(ctx: CheckContext, response: Response, case: Case) -> bool | None:
     """No body or header carries the session secret, a token the provider issued
@@ -266,7 +299,7 @@ def no_secret_leaks(ctx: CheckContext, response: Response, case: Case) -> bool |
     if campaign is None:
         return None
     secrets = campaign.secrets()
-    body = response.content.decode("utf-8", "replace")
+    body = _without_the_handed_token(case, response, campaign)
     for secret in secrets:
         assert secret not in body, f"the response body contains a secret ({secret[:4]}...)"
     for name, values in response.headers.items():
@@ -376,6 +409,8 @@ def _install_id_routing(schema: Any) -> None:
 
     @schema.hook("map_case")
     def route(context: Any, case: Case) -> Case:
+        if case.operation.label in HANDOFF_OPS:
+            return _route_handoff(case)
         drawn = (case.path_parameters or {}).get("externalauth")
         if not isinstance(drawn, str) or case.meta is None:
             return case
@@ -391,9 +426,32 @@ def _install_id_routing(schema: Any) -> None:
         return case
 
 
+def _route_handoff(case: Case) -> Case:
+    """Most hand-off cases ask as Coder's agents do, for a configured provider:
+    by id (with an empty match) or by a URL the regex of 'fake' matches (with an
+    empty id). Negative cases, and coverage cases about a query parameter, keep
+    what was drawn."""
+    if case.meta is None or case.meta.is_negative_at(ParameterLocation.QUERY):
+        return case
+    if getattr(case.meta.phase.data, "parameter", None) in ("id", "match", "url", "listen"):
+        return case
+    query = dict(case.query or {})
+    drawn = str(query.get("id", query.get("match", "")))
+    bucket = zlib.crc32(drawn.encode("utf-8", "surrogatepass")) % 4
+    query.pop("url", None)
+    if bucket == 0:
+        query.update(id="fake", match="")
+    elif bucket == 1:
+        query.update(id="", match=FAKE_GIT_URL)
+    elif bucket == 2:
+        query.update(id="github", match="")
+    case.query = query
+    return case
+
+
 def _providers(fake: FakeProvider) -> list[dict[str, Any]]:
     return [
-        fake.config(),
+        fake.config(regex=r"^https://git\.example\.test/"),
         # Web flow only, and the id of the spec's examples.
         fake.config(id="github", device_flow=False, device_code_url=None),
     ]
@@ -451,7 +509,8 @@ def assert_everything_reached(c: Campaign) -> None:
     missing = [(label, phase) for label in OPERATIONS for phase in GENERATING_PHASES
                if c.cases[(label, phase)] == 0]
     assert not missing, f"no cases generated for {missing}"
-    wanted = {OP_LIST: 200, OP_GET: 200, OP_DEVICE: 200, OP_CALLBACK: 307, OP_HEALTH: 200}
+    wanted = {OP_LIST: 200, OP_GET: 200, OP_DEVICE: 200, OP_CALLBACK: 307, OP_HEALTH: 200,
+              OP_AGENT: 200, OP_GITAUTH: 200}
     for label, status in wanted.items():
         reached = sum(n for (lbl, phase, s), n in c.statuses.items()
                       if lbl == label and s == status and phase in GENERATING_PHASES)
@@ -463,6 +522,8 @@ def assert_everything_reached(c: Campaign) -> None:
         (OP_DEVICE, 400, "Git auth device flow not supported."),
         (OP_DELETE, 404, "Resource not found or you do not have access to this resource"),
         (OP_CALLBACK, 400, "State must be provided."),
+        (OP_AGENT, 400, "'url' or 'id' must be provided!"),
+        (OP_AGENT, 408, "Provider 'fake' was not linked within 0.2 seconds."),
     ]:
         assert any(e[0] == label and e[1] in GENERATING_PHASES and e[2:] == (status, message)
                    for e in c.errors), f"{label} never answered {status} {message!r}"
@@ -491,7 +552,8 @@ def _pytest9_node_id(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory,
                 _fake_server: FakeProvider) -> Iterator[LiveServer]:
-    server = LiveServer(tmp_path_factory.mktemp("fuzz-live"), _providers(_fake_server)).start()
+    server = LiveServer(tmp_path_factory.mktemp("fuzz-live"), _providers(_fake_server),
+                        env={"EXTAUTH_LISTEN_SECONDS": LISTEN_SECONDS}).start()
     yield server
     server.stop()
 
@@ -607,6 +669,21 @@ def check_against_model(linked: set[str], label: str, provider: str | None, stat
     elif label == OP_LIST and status == 200:
         listed = {link["provider_id"] for link in body["links"]}
         assert listed == linked, f"the list has links {sorted(listed)}, expected {sorted(linked)}"
+    elif label in HANDOFF_OPS and status == 200:
+        handed = bool(body["access_token"])
+        assert handed is (provider in linked), (
+            f"the hand-off for {provider!r} answered a token: {handed}, linked: {sorted(linked)}")
+
+
+def _provider_of(case: Case) -> str | None:
+    """The provider a case is about: its path's, or the hand-off's by id or match."""
+    if case.operation.label in HANDOFF_OPS:
+        query = case.query or {}
+        if query.get("id"):
+            return str(query["id"])
+        return "fake" if str(query.get("match") or query.get("url") or "").startswith(
+            "https://git.example.test/") else None
+    return (case.path_parameters or {}).get("externalauth")
 
 
 def run_stateful(schema: Any, campaign: Campaign, seed: int = SEED) -> list[Step]:
@@ -624,8 +701,7 @@ def run_stateful(schema: Any, campaign: Campaign, seed: int = SEED) -> list[Step
             except ValueError:
                 parsed = None
             if case.headers.get(SESSION_HEADER) == campaign.token:
-                check_against_model(linked, case.operation.label,
-                                    (case.path_parameters or {}).get("externalauth"),
+                check_against_model(linked, case.operation.label, _provider_of(case),
                                     output.response.status_code, parsed)
             steps.append(Step(
                 label=case.operation.label,
