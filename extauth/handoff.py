@@ -40,6 +40,10 @@ from extauth.store import Link
 _USERNAMES = {"gitlab": "oauth2", "bitbucket-cloud": "x-token-auth",
               "bitbucket-server": "x-token-auth"}
 _ECHO = 200  # characters of a caller's URL quoted back in a message
+# What a caller's URL may weigh: every provider's regex is tried on it, on the
+# event loop. (A URL is far shorter; Coder's RE2 is linear where Python's
+# backtracking engine need not be, so this also keeps an unlucky regex cheap.)
+MAX_MATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,9 @@ class TokenHandoff:
             raise BadRequestError("'url' and 'id' cannot be provided together!")
         if not provider_id and not match:
             raise BadRequestError("'url' or 'id' must be provided!")
+        if len(match) > MAX_MATCH:
+            raise BadRequestError("'url' is too long.",
+                                  detail=f"at most {MAX_MATCH} characters, got {len(match)}")
         configured = self.links.settings.providers
         if provider_id:
             p = self.links.settings.provider(provider_id)

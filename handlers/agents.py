@@ -70,12 +70,5 @@ async def workspace_agent_external_auth(
     return _body(await _unless_disconnected(work))
 
 
-async def workspace_agent_git_auth(
-    token_info: dict[str, Any],
-    id: str | None = None,
-    match: str | None = None,
-    url: str | None = None,
-    listen: str | None = None,
-) -> dict[str, Any]:
-    """The legacy path of the same operation, kept for old agents."""
-    return await workspace_agent_external_auth(token_info, id, match, url, listen)
+# The legacy path (Coder keeps it for old agents): the same operation.
+workspace_agent_git_auth = workspace_agent_external_auth

@@ -116,10 +116,18 @@ def test_a_presets_default_regex_applies(make_api: Any, fake: FakeProvider) -> N
     assert body["type"] == "github" and body["url"].endswith("/external-auth/gh")
 
 
-def test_a_huge_match_is_not_echoed_whole(make_api: Any, fake: FakeProvider) -> None:
+def test_a_long_match_is_not_echoed_whole(make_api: Any, fake: FakeProvider) -> None:
     api = make_api(fake.config())
-    r = ask(api, api.login(), match="https://x/" + "a" * 5000)
+    r = ask(api, api.login(), match="https://x/" + "a" * 4000)
     assert r.status_code == 404 and len(r.text) < 1000
+
+
+def test_a_match_longer_than_any_url_is_400(make_api: Any, fake: FakeProvider) -> None:
+    api = make_api(fake.config(regex=r"^https://git\.example\.com/"))
+    r = ask(api, api.login(), match="https://" + "a" * 5000 + "!")
+    assert r.status_code == 400
+    assert r.json() == {"message": "'url' is too long.",
+                        "detail": "at most 4096 characters, got 5009"}
 
 
 # -- the answer ------------------------------------------------------------------------------
