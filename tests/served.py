@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import uvicorn
@@ -26,6 +27,10 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
         time.sleep(0.002)
 
 
+EXECUTOR_NAME = "served-executor"
+EXECUTOR_THREADS = 4
+
+
 class Served:
     """create_app under uvicorn in a thread of this process, so that its event loop,
     tasks and threads can be looked at from the test."""
@@ -35,6 +40,7 @@ class Served:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.executor = f"{EXECUTOR_NAME}-{self.port}"
         # Its own address is its access URL, unless the test says otherwise.
         self.settings = settings if settings.access_url else replace(settings, access_url=self.url)
         settings = self.settings
@@ -46,7 +52,14 @@ class Served:
 
     def _run(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
+        # The database calls' threads, told apart from every other thread here.
+        self.loop.set_default_executor(ThreadPoolExecutor(EXECUTOR_THREADS,
+                                                          thread_name_prefix=self.executor))
+        try:
+            self.loop.run_until_complete(self.server.serve(sockets=[self.sock]))
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
 
     def __enter__(self) -> Served:
         self.thread.start()
