@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,25 @@ def test_git_credential_wait_gives_up_after_its_seconds(server: Served, agent: s
     r = credential(server, agent, "get", "--wait", "1.5", protocol="https", host=GIT_HOST)
     assert (r.exit_code, r.stdout) == (0, "")
     assert "not linked within 1.5 seconds" in r.stderr
+
+
+def test_git_credential_wait_is_its_own_not_the_servers(tmp_path: Path,
+                                                        fake: FakeProvider) -> None:
+    """The server would hold a listen request for a minute: the helper's own
+    --wait ends it sooner."""
+    settings = Settings(db_path=tmp_path / "long.db", listen_seconds=60.0,
+                        providers=(build_provider(fake.config(**PROVIDERS[0]), "test"),))
+    with Served(settings) as server:
+        store = Store(settings.db_path)
+        agent = sessions.create_agent_token(store, store.create_user("alice"))
+        started = time.monotonic()
+        r = credential(server, agent, "get", "--wait", "1", protocol="https", host=GIT_HOST)
+        took = time.monotonic() - started
+        store.close()
+    assert (r.exit_code, r.stdout) == (0, "")
+    assert r.stderr.endswith("extauth: not linked within 1 seconds\n"), r.stderr
+    assert "asking again" not in r.stderr
+    assert took < 30, took  # far from the server's minute
 
 
 @pytest.mark.parametrize("action", ["store", "erase"])

@@ -106,14 +106,18 @@ class HandoffClient:
     def close(self) -> None:
         self.http.close()
 
-    def ask(self, provider_id: str = "", match: str = "", listen: bool = False) -> Answer:
-        """One request; ``ClientError`` for any answer but 200."""
+    def ask(self, provider_id: str = "", match: str = "", listen: bool = False,
+            within: float | None = None) -> Answer:
+        """One request (given up after ``within`` seconds, if set); ``ClientError``
+        for any answer but 200."""
         # Both keys, one empty, as Coder's agents send them.
         params = {"id": provider_id, "match": match}
         if listen:
             params["listen"] = "true"
+        read = LISTEN_READ_TIMEOUT if within is None else min(LISTEN_READ_TIMEOUT, within)
         try:
-            r = self.http.get(ENDPOINT, params=params)
+            r = self.http.get(ENDPOINT, params=params,
+                              timeout=httpx.Timeout(10.0, read=max(read, 0.1)))
         except httpx.HTTPError as exc:
             raise ClientError(f"cannot reach extauth at {self.base}: {exc}") from None
         if r.status_code == 200:
@@ -131,16 +135,24 @@ class HandoffClient:
              seconds: float | None = None) -> Answer | None:
         """Long-poll until the user has linked; None when ``seconds`` ran out first."""
         deadline = None if seconds is None else time.monotonic() + seconds
+        failing = ""
         for delay in _backoff():
-            if deadline is not None and time.monotonic() >= deadline:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return None
             try:
-                answer = self.ask(provider_id, match, listen=True)
+                answer = self.ask(provider_id, match, listen=True, within=left)
             except ClientError as exc:
                 if exc.status and exc.status not in RETRY_STATUSES:
                     raise
-                if exc.status != 408:  # the wait itself ran out: ask again at once
-                    time.sleep(_capped(delay, deadline))
+                if exc.status == 408:  # the server's wait ran out: ask again at once
+                    continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None  # our own wait ran out during the request
+                if exc.message != failing:  # say it once, not at every try
+                    failing = exc.message
+                    say(f"extauth: {failing}; asking again")
+                time.sleep(_capped(delay, deadline))
                 continue
             if answer.access_token:
                 return answer
