@@ -9,6 +9,7 @@ response handling) and of nothing else:
     GET  /api/v2/external-auth/{id}             status, validated at the provider (2, 3)
     GET  /api/v2/external-auth/{id}/device      device start (4)
     POST /api/v2/external-auth/{id}/device      device exchange (4)
+    GET  /api/v2/workspaceagents/me/external-auth   the token hand-off (9), with listen
     GET  /healthz
 
 Reused from extauth, unchanged: ``Settings`` (the same YAML config),
@@ -17,9 +18,11 @@ for tokens at rest), ``Links`` (with its audit trail and refresher; it runs
 every store call, including ``sessions.authenticate``, in a worker thread
 (``extauth._threads.off_loop``), and calls providers with the same ``OAuthClient``),
 ``handlers.security.pick_token`` (Coder's token order; either of its return
-shapes, the token or ``(token, source)``) and the JSON-shaping
-helpers of ``handlers/external_auth.py`` (pure functions; importing that
-module imports connexion, which costs memory but nothing per request).
+shapes, the token or ``(token, source)``), ``TokenHandoff`` (the hand-off's
+domain, with its agent-token check and its link watcher) and the JSON-shaping
+helpers of ``handlers/external_auth.py`` and ``handlers/agents.py`` (pure
+functions; importing them imports connexion, which costs memory but nothing
+per request).
 Bodies are serialized the way connexion does (``json.dumps(...) + "\\n"``)
 and errors carry the same ``Response`` body and ``WWW-Authenticate`` header,
 so both servers send byte-identical answers.
@@ -36,6 +39,7 @@ Run: ``python -m benchmarks.reference_app --db DB --config YAML --port PORT``
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -69,6 +73,15 @@ try:
     from extauth.audit import REQUEST_ID, new_request_id
 except ImportError:  # pragma: no cover - older extauth
     REQUEST_ID = new_request_id = None  # type: ignore[assignment]
+# Newer extauth: the token hand-off (Coder's workspace-agent endpoint).
+try:
+    from extauth.errors import ClientClosedError
+    from extauth.handoff import TokenHandoff
+    from handlers.agents import _body as handoff_body
+except ImportError:  # pragma: no cover - older extauth
+    TokenHandoff = None  # type: ignore[assignment,misc]
+HANDOFF_PATH = "/api/v2/workspaceagents/me/external-auth"
+NO_STORE = {"Cache-Control": "no-store"}
 
 log = logging.getLogger("extauth.reference")
 
@@ -90,6 +103,8 @@ def _error(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers)
     if exc.status == 401:
         headers.setdefault("WWW-Authenticate", WWW_AUTHENTICATE)
+    if request.url.path == HANDOFF_PATH:
+        headers.update(NO_STORE)
     # extauth's error handler uses json.dumps without the trailing newline.
     return Response(json.dumps(exc.body()), exc.status, headers, media_type="application/json")
 
@@ -107,12 +122,17 @@ class RequestId:
         await self.app(scope, receive, send)
 
 
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        continue
+
+
 def create_app(settings: Settings) -> ASGIApp:
     if Cipher is not None:
         store = open_store(settings.database, Cipher(settings.encryption_keys))
     else:  # pragma: no cover - older extauth
         store = open_store(settings.database)
-    state: dict[str, Links] = {}
+    state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -122,18 +142,25 @@ def create_app(settings: Settings) -> ASGIApp:
         if hasattr(links, "audit"):
             links.audit.purge()
         state["links"] = links
+        if TokenHandoff is not None:
+            state["handoff"] = TokenHandoff(links)
         try:
             yield
         finally:
+            if "handoff" in state:
+                await state["handoff"].watcher.aclose()
             await client.aclose()
             store.close()
 
-    async def session(request: Request) -> tuple[Links, Session]:
-        links = state["links"]
-        picked: Any = pick_token(request)
+    def picked(request: Request) -> str | None:
+        found: Any = pick_token(request)
         # Newer pick_token: (token, where it came from); older: the token.
-        token = picked[0] if isinstance(picked, tuple) else picked
-        return links, await links.authenticate(token)
+        token: str | None = found[0] if isinstance(found, tuple) else found
+        return token
+
+    async def session(request: Request) -> tuple[Links, Session]:
+        links: Links = state["links"]
+        return links, await links.authenticate(picked(request))
 
     async def list_user_external_auths(request: Request) -> Response:
         links, who = await session(request)
@@ -181,6 +208,23 @@ def create_app(settings: Settings) -> ASGIApp:
         await links.exchange_device(who, request.path_params["externalauth"], code)
         return Response(status_code=204)
 
+    async def workspace_agent_external_auth(request: Request) -> Response:
+        handoff = state["handoff"]
+        who = await handoff.authenticate(picked(request))
+        q = request.query_params
+        work = asyncio.ensure_future(handoff.hand_off(
+            who, q.get("id") or "", q.get("match") or q.get("url") or "", "listen" in q))
+        if "listen" in q:
+            # As extauth's handler: the wait ends when the client goes away.
+            gone = asyncio.ensure_future(_disconnected(request))
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            for pending in (work, gone):
+                pending.cancel()
+            await asyncio.wait({work, gone})
+            if work.cancelled():
+                raise ClientClosedError()
+        return _json(handoff_body(await work), headers=NO_STORE)
+
     async def healthz(request: Request) -> Response:
         await state["links"].ping()
         return _json({"status": "ok"})
@@ -195,6 +239,8 @@ def create_app(settings: Settings) -> ASGIApp:
             Route(prefix + "/{externalauth}/device", post_external_auth_device_by_id,
                   methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            *([Route(HANDOFF_PATH, workspace_agent_external_auth, methods=["GET"])]
+              if TokenHandoff is not None else []),
         ],
         exception_handlers={Exception: _error, ExtauthError: _error},
         lifespan=lifespan,

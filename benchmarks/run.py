@@ -22,6 +22,10 @@ Scenarios (numbers for ``--scenarios``):
     7  no blocking in the event loop: list while slow (2 s) provider calls are in flight
     8  RSS growth: a fresh extauth, RSS after 10,000 and after 100,000 list requests
     9  list of 3 links vs one validated get by id, extauth only, one connection
+    10 the token hand-off on a valid link (an agent token), against scenario 3's get by
+       id on the same link
+    11 1,000 listen requests of the hand-off held open (extauth only): list throughput
+       with and without them, RSS, and the time from each link to its listener's answer
 
 Start-up time (process start to the first 200 on /healthz) is measured at
 every server start.
@@ -30,12 +34,15 @@ every server start.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import http.client
 import json
 import os
 import platform
+import re
+import resource
 import shutil
 import signal
 import socket
@@ -46,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import metadata
@@ -55,14 +63,15 @@ from typing import Any
 import yaml
 
 from extauth import sessions
-from extauth.store import open_store, utcnow
+from extauth.store import Store, open_store, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 API = "/api/v2/external-auth"
 PROVIDER_DELAY = 0.020
 SLOW_DELAY = 2.0
 LINKED = ("fake", "fake2", "fake3")
-ALL_SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+ALL_SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+HANDOFF = "/api/v2/workspaceagents/me/external-auth"
 TITLES = {
     1: "list, 3 links, valid token, validated at the provider (20 ms)",
     2: "get by id, no link",
@@ -74,6 +83,8 @@ TITLES = {
     7: "list while slow provider calls (2 s) are in flight (extauth only)",
     8: "RSS growth on scenario 1 (fresh extauth)",
     9: "list of 3 links vs one validated get by id, at the provider (20 ms), 1 connection",
+    10: "token hand-off, valid link, validated at the provider (20 ms)",
+    11: "hand-off listeners held open: list, RSS, link-to-answer (extauth only)",
 }
 
 
@@ -171,6 +182,10 @@ def seed(db: Path, bulk_users: int = 0, bulk_links: int = 0) -> dict[str, str]:
             user = store.create_user(f"filler{i}")
             sessions.create_token(store, user)
             store.upsert_link(user.id, "fake", f"gho_filler{i}", "", expires_at)
+    # The linked user's agent token: the hand-off reads the same link as scenario 3.
+    linked = store.get_user("bench-linked")
+    assert linked is not None
+    tokens["agent"] = sessions.create_agent_token(store, linked, "bench")
     # A token with a real key id and a wrong secret: the 401 path that reads the DB.
     key_id = tokens["bad"].split("-")[0]
     tokens["bad"] = f"{key_id}-{'x' * sessions.SECRET_LENGTH}"
@@ -229,13 +244,14 @@ class Server:
     cpu: int
     proc: subprocess.Popen[bytes] | None = None
     startup_s: float = 0.0
+    env: dict[str, str] | None = None
 
     def start(self, timeout: float = 30.0) -> Server:
         cmd = ["taskset", "-c", str(self.cpu), *self.args]
         with open(self.logfile, "ab") as out:
             t0 = time.monotonic()
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                         env=clean_env(), cwd=ROOT)
+                                         env={**clean_env(), **(self.env or {})}, cwd=ROOT)
         deadline = t0 + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -516,6 +532,63 @@ class SlowCalls:
         }
 
 
+# -- listeners held open (scenario 11) ------------------------------------------------------------
+
+
+class Listeners:
+    """Listen requests of the hand-off, one connection each, from an event loop in a
+    thread of this process; ``answers[i]`` = (when, status, whether it held a token)."""
+
+    def __init__(self, port: int, tokens: list[str]) -> None:
+        self.port, self.tokens = port, tokens
+        self.answers: dict[int, tuple[float, int, bool]] = {}
+        self.sent = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.futures: list[Any] = []
+
+    def open(self, timeout: float = 60.0) -> float:
+        """Send them all; the seconds it took."""
+        t0 = time.monotonic()
+        self.thread.start()
+        self.futures = [asyncio.run_coroutine_threadsafe(self._one(i, token), self.loop)
+                        for i, token in enumerate(self.tokens)]
+        while self.sent < len(self.tokens):
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"only {self.sent} of {len(self.tokens)} listeners sent")
+            time.sleep(0.05)
+        return time.monotonic() - t0
+
+    async def _one(self, i: int, token: str) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            writer.write(f"GET {HANDOFF}?id=fake&match=&listen=true HTTP/1.1\r\n"
+                         f"Host: bench\r\nCoder-Session-Token: {token}\r\n\r\n".encode())
+            await writer.drain()
+            self.sent += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            body = await reader.readexactly(int(length.group(1))) if length else b""
+            self.answers[i] = (time.monotonic(), int(head.split(b" ", 2)[1]),
+                               b'"access_token": ""' not in body and b"access_token" in body)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            self.answers[i] = (time.monotonic(), 0, False)
+        finally:
+            writer.close()
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for future in self.futures:
+            with contextlib.suppress(Exception):  # counted as unanswered below
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        for future in self.futures:
+            future.cancel()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
 # -- machine --------------------------------------------------------------------------------------
 
 
@@ -578,18 +651,23 @@ def ms(us: float | None) -> str:
     return "-" if us is None else f"{us / 1000:.2f}"
 
 
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
 def mb(kb: int | None) -> str:
     return "-" if not kb else f"{kb / 1024:.1f}"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"  {'server':<11}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
+    width = max([11, *(len(r["name"]) + 1 for r in rows)])
+    head = (f"  {'server':<{width}}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
             f"{'errors':>8}   {'RSS before -> after MB':<22}")
     lines = [head]
     for r in rows:
         m = r["median"]
         lines.append(
-            f"  {r['name']:<11}{m['rps']:>9.1f}{ms(m['p50_us']):>9}{ms(m['p99_us']):>9}"
+            f"  {r['name']:<{width}}{m['rps']:>9.1f}{ms(m['p50_us']):>9}{ms(m['p99_us']):>9}"
             f"{ms(m['p999_us']):>10}{m['errors']:>8}   "
             f"{mb(r.get('rss_before_kb'))} -> {mb(r.get('rss_after_kb'))}"
         )
@@ -621,6 +699,10 @@ class Runner:
         self.load_cpu = cpus[1] if len(cpus) > 1 else cpus[0]
         # This process (the slow callers, RSS reads) stays off the servers' CPU.
         os.sched_setaffinity(0, {self.load_cpu})
+        # Scenario 11 holds 1,000 connections open, here and in the server (a child,
+        # which inherits the limit).
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
         self.tmp = Path(tempfile.mkdtemp(prefix="extauth-bench-"))
         self.bench = Bench(self.tmp, self.load_cpu, args.duration, args.warmup, args.connections)
         self.results: dict[str, Any] = {
@@ -640,7 +722,8 @@ class Runner:
 
     # servers
 
-    def server(self, kind: str, db: Path, config: Path) -> Server:
+    def server(self, kind: str, db: Path, config: Path,
+               env: dict[str, str] | None = None) -> Server:
         port = free_port()
         if kind == "extauth":
             # Without an access log, like the reference: the same work on both sides.
@@ -649,7 +732,8 @@ class Runner:
         else:
             args = [sys.executable, "-m", "benchmarks.reference_app", "--db", str(db),
                     "--config", str(config), "--port", str(port)]
-        srv = Server(kind, args, port, self.tmp / f"{kind}-{port}.log", self.server_cpu)
+        srv = Server(kind, args, port, self.tmp / f"{kind}-{port}.log", self.server_cpu,
+                     env=env)
         self.servers.append(srv)
         srv.start()
         self.results["startup_s"][kind].append(round(srv.startup_s, 3))
@@ -812,11 +896,12 @@ class Runner:
                       {**hdr("device"), "Content-Type": "application/json"}, device_body)],
                     expected=(200, 204)),
             5: Load([("GET", API, hdr("bad"), None)], expected=(401,)),
+            10: Load([("GET", f"{HANDOFF}?id=fake&match=", hdr("agent"), None)]),
         }
         checks = {k: v.requests[0] for k, v in loads.items() if k != 4}
         checks[4] = loads[4].requests[1]
 
-        if wanted & {1, 2, 3, 4, 5, 7, 9}:
+        if wanted & {1, 2, 3, 4, 5, 7, 9, 10}:
             log("\nStarting servers on the 10-user database")
             pair = {"reference": self.server("reference", small, config),
                     "extauth": self.server("extauth", small, config)}
@@ -828,6 +913,8 @@ class Runner:
                 if key == 3:
                     self.compare("3c1", pair, loads[3], connections=1, calls_per_request=True)
                     self.provider_own()
+            if 10 in wanted:
+                self.handoff(pair, loads[10], loads[3])
             if 7 in wanted:
                 self.no_blocking(pair["extauth"], loads[1], tokens["slow"])
             if 9 in wanted:
@@ -861,6 +948,9 @@ class Runner:
 
         if 8 in wanted:
             self.rss_growth(small, config, loads[1])
+
+        if 11 in wanted:
+            self.listeners(config)
 
         self.provider.stop()
         self.results["machine"]["loadavg_end"] = os.getloadavg()
@@ -906,6 +996,124 @@ class Runner:
         log(f"-- 7: {TITLES[key]}")
         log(table(list(entry["servers"].values())))
         log(f"  with/without: {ratios_text(entry['with_over_without'])}")
+
+    def handoff(self, pair: dict[str, Server], load: Load, get_by_id: Load) -> None:
+        """Scenario 10, and the same link read by get by id (scenario 3's load) on the
+        same extauth in the same rounds."""
+        entry = self.compare(10, pair, load, check=load.requests[0], calls_per_request=True)
+        base = self.results["scenarios"].get("3")
+        if base is None:
+            runs = [self.bench.measure(pair["extauth"].port, get_by_id)
+                    for _ in range(self.args.rounds)]
+            get_rps = summarize(runs)["rps"]
+        else:
+            get_rps = base["servers"]["extauth"]["median"]["rps"]
+        entry["get_by_id_rps"] = get_rps
+        entry["vs_get_by_id"] = ratio(entry["servers"]["extauth"]["median"]["rps"], get_rps)
+        log(f"  extauth hand-off / get by id on the same link: {entry['vs_get_by_id']:.2f}")
+
+    def listeners(self, config: Path) -> None:
+        """Scenario 11: N listen requests held open on a fresh extauth; list throughput
+        without and with them, RSS, and how soon each listener answers once its link
+        appears: half linked through extauth (the device exchange; it wakes its own
+        waiters at once), half written by another process (this one, into the same
+        file; extauth's watcher looks once per second)."""
+        key = 11
+        n, hold = self.args.listeners, self.args.listen_hold
+        log(f"\n== Scenario {key}: {TITLES[key]}  ({n} listeners held {hold:g} s)")
+        db = self.tmp / "listen.db"
+        tokens = seed(db)
+        store = open_store(db)
+        people = []
+        for i in range(n):
+            user = store.create_user(f"listener{i:04d}")
+            people.append((user, sessions.create_token(store, user),
+                           sessions.create_agent_token(store, user, "bench")))
+        srv = self.server("extauth", db, config,
+                          env={"EXTAUTH_LISTEN_SECONDS": str(hold + 120)})
+        load = Load([("GET", API, {"Coder-Session-Token": tokens["list"]}, None)])
+        entry: dict[str, Any] = {"title": TITLES[key], "listeners": n, "hold_s": hold,
+                                 "connections": self.args.connections, "servers": {},
+                                 "rss_kb": {"start": srv.rss_kb()}}
+        without = [self.bench.measure(srv.port, load) for _ in range(self.args.rounds)]
+        entry["rss_kb"]["before_listeners"] = srv.rss_kb()
+        crowd = Listeners(srv.port, [agent for _, _, agent in people])
+        try:
+            opened = crowd.open()
+            log(f"  {n} listeners sent in {opened:.1f} s")
+            held_since = time.monotonic()
+            time.sleep(2.0)  # let the server take them all in before measuring
+            entry["rss_kb"]["with_listeners"] = srv.rss_kb()
+            with_them = [self.bench.measure(srv.port, load) for _ in range(self.args.rounds)]
+            entry["rss_kb"]["after_list_runs"] = srv.rss_kb()
+            time.sleep(max(0.0, hold - (time.monotonic() - held_since)))
+            # Nothing may answer before its link appears (a 408 would be early).
+            entry["answered_before_any_link"] = len(crowd.answers)
+            linked_at = self._link_all(srv.port, store, people)
+            crowd.wait(timeout=60)
+        finally:
+            crowd.close()
+            store.close()
+        entry["rss_kb"]["after_answers"] = srv.rss_kb()
+        srv.stop()
+        rss = entry["rss_kb"]
+        for name, runs, before, after in (
+                ("without listeners", without, rss["start"], rss["before_listeners"]),
+                (f"with {n} listeners", with_them, rss["with_listeners"],
+                 rss["after_list_runs"])):
+            entry["servers"][name] = {"name": name, "runs": runs, "median": summarize(runs),
+                                      "rss_before_kb": before, "rss_after_kb": after}
+        w = entry["servers"][f"with {n} listeners"]["median"]
+        wo = entry["servers"]["without listeners"]["median"]
+        entry["with_over_without"] = {"throughput": ratio(w["rps"], wo["rps"]),
+                                      "p99": ratio(w["p99_us"], wo["p99_us"])}
+        entry["rss_growth_mb"] = (rss["with_listeners"] - rss["before_listeners"]) / 1024
+        for how, indexes in linked_at.items():
+            delays = sorted(max(0.0, crowd.answers[i][0] - at) for i, at in indexes.items()
+                            if i in crowd.answers and crowd.answers[i][1] == 200
+                            and crowd.answers[i][2])
+            entry[f"link_to_answer_{how}"] = {
+                "links": len(indexes), "answered_with_token": len(delays),
+                "p50_s": statistics.median(delays) if delays else None,
+                "p99_s": delays[int(len(delays) * 0.99) - 1] if delays else None,
+                "max_s": delays[-1] if delays else None,
+            }
+        self.results["scenarios"][str(key)] = entry
+        log(f"-- {key}: {TITLES[key]}")
+        log(table(list(entry["servers"].values())))
+        r = entry["with_over_without"]
+        log(f"  with/without: throughput {r['throughput']:.2f}, p99 {r['p99']:.2f}x; "
+            f"RSS {mb(rss['before_listeners'])} -> {mb(rss['with_listeners'])} MB with "
+            f"listeners (+{entry['rss_growth_mb']:.1f} MB), {mb(rss['after_answers'])} MB "
+            "after their answers")
+        for how in linked_at:
+            a = entry[f"link_to_answer_{how}"]
+            log(f"  linked {how}: {a['answered_with_token']}/{a['links']} answered with the "
+                f"token; link to answer p50 {seconds(a['p50_s'])}, p99 {seconds(a['p99_s'])}, "
+                f"max {seconds(a['max_s'])}")
+
+    def _link_all(self, port: int, store: Store,
+                  people: list[tuple[Any, str, str]]) -> dict[str, dict[int, float]]:
+        """Link every listener's user; when each link appeared, by how it was made."""
+        half = len(people) // 2
+        by_api: dict[int, float] = {}
+        body = json.dumps({"device_code": "dc_bench"}).encode()
+
+        def exchange(i: int) -> None:
+            status, _ = get(port, f"{API}/fake/device",
+                            {"Coder-Session-Token": people[i][1],
+                             "Content-Type": "application/json"}, "POST", body, timeout=30)
+            if status == 204:
+                by_api[i] = time.monotonic()
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(exchange, range(half)))
+        by_store: dict[int, float] = {}
+        expires = utcnow() + timedelta(days=1)
+        for i in range(half, len(people)):
+            store.upsert_link(people[i][0].id, "fake", f"gho_listener_{i}", "", expires)
+            by_store[i] = time.monotonic()
+        return {"through extauth": by_api, "by another process": by_store}
 
     def rss_growth(self, db: Path, config: Path, load: Load) -> None:
         key = 8
@@ -1017,6 +1225,25 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     if st:
         add("extauth start-up < 2 s", max(st) < 2,
             f"median {statistics.median(st):.2f} s, max {max(st):.2f} s")
+    if "10" in sc and sc["10"].get("vs_get_by_id") is not None:
+        r = sc["10"]["vs_get_by_id"]
+        add("scenario 10: hand-off throughput >= 0.8 x get by id on the same link", r >= 0.8,
+            f"{r:.2f} ({sc['10']['servers']['extauth']['median']['rps']:.0f} vs "
+            f"{sc['10']['get_by_id_rps']:.0f} req/s)")
+    if "11" in sc:
+        e = sc["11"]
+        t = e["with_over_without"]["throughput"]
+        add(f"scenario 11: list throughput with {e['listeners']} listeners >= 0.8 x without",
+            t >= 0.8, f"{t:.2f}")
+        add("scenario 11: RSS growth with the listeners < 50 MB", e["rss_growth_mb"] < 50,
+            f"+{e['rss_growth_mb']:.1f} MB")
+        for key in [k for k in e if k.startswith("link_to_answer_")]:
+            a = e[key]
+            done = a["answered_with_token"] == a["links"] and a["max_s"] is not None
+            add(f"scenario 11: every listener answered within 1 s of its link "
+                f"({key.removeprefix('link_to_answer_')})",
+                done and a["max_s"] < 1.0,
+                f"{a['answered_with_token']}/{a['links']}, max {seconds(a['max_s'])}")
     if "7" in sc:
         r = sc["7"]["with_over_without"]
         # "Unaffected": within the run-to-run noise of this machine, taken as 1.25x.
@@ -1038,7 +1265,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2,
                    help="alternating rounds (reference, extauth) per scenario [2]")
     p.add_argument("--scenarios", default=",".join(map(str, ALL_SCENARIOS)),
-                   help="comma-separated scenario numbers [1,2,3,4,5,6,7,8,9]")
+                   help="comma-separated scenario numbers [1,2,3,4,5,6,7,8,9,10,11]")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--big-users", type=int, default=100_000, help="scenario 6 users [100000]")
     p.add_argument("--big-links", type=int, default=1_000_000, help="scenario 6 links [1000000]")
@@ -1046,6 +1273,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="scenario 8: RSS after FIRST and TOTAL requests [10000,100000]")
     p.add_argument("--slow-calls", type=int, default=5,
                    help="scenario 7: slow provider calls kept in flight [5]")
+    p.add_argument("--listeners", type=int, default=1000,
+                   help="scenario 11: listen requests held open [1000]")
+    p.add_argument("--listen-hold", type=float, default=30.0, metavar="S",
+                   help="scenario 11: seconds they are held before their links appear [30]")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     p.add_argument("--validate-cache", type=float, default=0.0, metavar="S",
                    help="EXTAUTH_VALIDATE_CACHE_SECONDS for both servers [0: validate every time]")

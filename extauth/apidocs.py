@@ -210,8 +210,9 @@ class _Renderer:
         self.line()
         schemes = self.components.get("securitySchemes", {})
         if schemes:
-            self.line("Authentication: any one of these security schemes, each carrying the "
-                      "same session token.")
+            self.line("Authentication: any one of an operation's security schemes, each "
+                      "carrying the same session token (the `Agent` schemes: an agent token "
+                      "or a session token).")
             self.line()
             self.line("| scheme | how | description |")
             self.line("|---|---|---|")
@@ -304,6 +305,14 @@ class _Renderer:
             return self.resolve(example).get("value")
         return self.resolve(media.get("schema", {})).get("example")
 
+    def who(self, op: dict[str, Any]) -> str:
+        """Which credential an operation takes, from its security schemes."""
+        security = op.get("security", self.spec.get("security", []))
+        names = [name for requirement in security for name in requirement]
+        if names and all(name.startswith("Agent") for name in names):
+            return "agent token or session token required"
+        return "session token required"
+
     def render_operation(self, path: str, method: str, item: dict[str, Any],
                          op: dict[str, Any]) -> None:
         anchor = operation_anchor(method, path)
@@ -316,7 +325,7 @@ class _Renderer:
         facts = [f"operationId `{op['operationId']}`"] if "operationId" in op else []
         if op.get("tags"):
             facts.append("tag " + ", ".join(op["tags"]))
-        facts.append("no authentication" if self.is_public(op) else "session token required")
+        facts.append("no authentication" if self.is_public(op) else self.who(op))
         self.line("; ".join(facts) + ".")
         self.line()
         if op.get("description"):

@@ -1,9 +1,9 @@
 """``create_app(settings)``: the connexion AsyncApp serving ``openapi.yaml``.
 
 The spec is the only route table. Around it sit the lifespan (database,
-OAuth client, the ``Links`` service in request state), the error handlers that
-give every non-2xx answer Coder's ``Response`` body, and, with ``--demo``, the
-demo OAuth provider mounted at ``/demo/``.
+OAuth client, the ``Links`` and ``TokenHandoff`` services in request state),
+the error handlers that give every non-2xx answer Coder's ``Response`` body,
+and, with ``--demo``, the demo OAuth provider mounted at ``/demo/``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from extauth._connexion import asgi_app, ui_app
 from extauth.crypto import Cipher
 from extauth.edge import API_PREFIX, Edge
 from extauth.errors import SIGNED_OUT, BadRequestError, ExtauthError, UnauthorizedError
+from extauth.handoff import TokenHandoff
 from extauth.links import Links
 from extauth.observe import Observed, Operations
 from extauth.providers.oauth import OAuthClient
@@ -230,6 +231,7 @@ def create_app(settings: Settings) -> Observed:
         store.migrate()
         client = OAuthClient(timeout=settings.provider_timeout)
         links = Links(settings, store, client)
+        handoff = TokenHandoff(links)
         purged = links.audit.purge()
         if purged:
             log.info("deleted %d audit event(s) older than %d days", purged,
@@ -244,9 +246,10 @@ def create_app(settings: Settings) -> Observed:
         grace = GracePeriod(settings.shutdown_seconds)
         grace.watch()
         try:
-            yield {"links": links}
+            yield {"links": links, "handoff": handoff}
         finally:
             await finish(grace, links, revoking)
+            await handoff.watcher.aclose()
             await client.aclose()
             store.close()
 

@@ -1,6 +1,7 @@
 """What runs before connexion, as plain ASGI: the request id, the demo
 provider's mount, the spec files, the Swagger UI (its own small app, so that
-API requests do not walk its router), and the shape of what connexion may see.
+API requests do not walk its router), ``Cache-Control: no-store`` on every
+answer of the token hand-off, and the shape of what connexion may see.
 
 connexion decides "no body" from Content-Length, reads bodies on operations
 that have none, routes an encoded slash and a trailing slash where they do
@@ -22,6 +23,8 @@ from extauth.errors import ExtauthError, PayloadTooLargeError
 
 API_PREFIX = "/api/v2"
 UI_PREFIX = f"{API_PREFIX}/ui/"
+# Answers here may carry a token: no cache may keep any of them.
+NO_STORE_PREFIX = f"{API_PREFIX}/workspaceagents/"
 BODYLESS = {"GET", "HEAD", "DELETE", "OPTIONS"}
 _ROUTE_NOT_FOUND = ExtauthError("Route not found.", status=404)
 
@@ -67,6 +70,8 @@ class Edge:
         if path.startswith(UI_PREFIX) or path == UI_PREFIX[:-1]:
             await self.ui(scope, receive, send)
             return
+        if path.startswith(NO_STORE_PREFIX):
+            send = _no_store(send)
         if method in BODYLESS:
             # These operations take no body: whatever came is not read.
             scope = _with_headers(scope, {b"content-type": None, b"content-length": None})
@@ -105,6 +110,19 @@ class Edge:
     def _too_large(self) -> ExtauthError:
         return PayloadTooLargeError("Request body is too large.",
                                     detail=f"the limit is {self.max_body} bytes")
+
+
+def _no_store(send: Send) -> Send:
+    """``send``, adding ``Cache-Control: no-store`` to the answer."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", [])
+                       if k.lower() != b"cache-control"]
+            message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+        await send(message)
+
+    return sending
 
 
 def _with_headers(scope: Scope, changes: dict[bytes, bytes | None]) -> Scope:

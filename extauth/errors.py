@@ -5,9 +5,12 @@
     ├── UnauthorizedError        401, Coder's "signed out" message
     ├── CrossSiteError           403, a form posted from another site
     ├── NotFoundError            404, Coder's canned not-found message
+    ├── WaitTimeoutError         408, a long poll ended without what it waited for
+    ├── ConflictError            409, several things match where one must
     ├── PayloadTooLargeError     413
     ├── ProviderRateLimitedError 429 with Retry-After
     ├── ProviderError            502, the provider failed or answered garbage
+    ├── ClientClosedError        499, the client left before the answer (never read)
     └── UnavailableError         503, our own database cannot be reached, or a
                                  provider's config leaves it unable to work
 
@@ -95,6 +98,20 @@ class NotFoundError(ExtauthError):
 
 
 @dataclass
+class WaitTimeoutError(ExtauthError):
+    """A long poll ended without what it waited for; the client asks again."""
+
+    status: int = 408
+
+
+@dataclass
+class ConflictError(ExtauthError):
+    """The request matches several things where it must match one."""
+
+    status: int = 409
+
+
+@dataclass
 class PayloadTooLargeError(ExtauthError):
     """The request body is larger than the server accepts."""
 
@@ -115,6 +132,14 @@ class ProviderError(ExtauthError):
     status: int = 502
     # The provider's HTTP status, when it answered at all.
     upstream_status: int = 0
+
+
+@dataclass
+class ClientClosedError(ExtauthError):
+    """The client closed the connection before the answer; nobody reads this."""
+
+    message: str = "The client closed the connection."
+    status: int = 499
 
 
 @dataclass

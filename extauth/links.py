@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import secrets
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -105,6 +106,8 @@ class Links:
         self.verdicts: Verdicts[TokenCheck] = Verdicts(settings.validate_cache_seconds)
         self.installations: Verdicts[tuple[bool, list[Installation]]] = Verdicts(
             settings.validate_cache_seconds)
+        # Called with every link a user links (device or web flow), once stored.
+        self.link_stored: list[Callable[[Link], None]] = []
 
     def provider(self, provider_id: str) -> ProviderConfig:
         """The configured provider, usable or not; 404 when there is none."""
@@ -318,6 +321,8 @@ class Links:
             tokens.extra,
             tokens.expires_in,
         )
+        for listener in self.link_stored:
+            listener(link)
         await self.audit.record(session, p.id, "link", flow)
         await self.revocations.linked_again(session, p)
         return link

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from extauth._threads import off_loop
-from extauth.errors import ProviderError, ProviderRateLimitedError
+from extauth.errors import ExtauthError, ProviderError, ProviderRateLimitedError
 from extauth.providers.oauth import OAuthClient, OAuthError, TokenSet
 from extauth.sessions import Session
 from extauth.settings import ProviderConfig
@@ -161,6 +161,9 @@ class Outcome:
 
     link: Link | None
     note: str = ""
+    # The provider's failure behind a transient ``note``, when it was one of ours
+    # (a rate limit keeps its Retry-After).
+    error: ExtauthError | None = None
 
 
 class Refresher:
@@ -322,7 +325,8 @@ class Refresher:
             wait = max(wait, timedelta(seconds=int(exc.headers.get("Retry-After", "0"))))
         await off_loop(self.store.defer_refresh, link, utcnow() + wait, reason)
         await self.record(session, p.id, "refresh", "transient", reason)
-        return Outcome(link, f"refreshing failed and will be retried: {reason}")
+        return Outcome(link, f"refreshing failed and will be retried: {reason}",
+                       exc if isinstance(exc, ExtauthError) else None)
 
     async def _with_retries(self, p: ProviderConfig, refresh_token: str) -> TokenSet:
         deadline = time.monotonic() + self.retry_budget

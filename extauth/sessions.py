@@ -1,8 +1,10 @@
-"""Users and session tokens: the API's own authentication.
+"""Users, session tokens and agent tokens: the API's own authentication.
 
-A token is ``<10-char id>-<22-char secret>``. Only the SHA-256 of the secret
-is stored; it is compared in constant time. Failures raise
-``UnauthorizedError`` with Coder's messages.
+A session token is ``<10-char id>-<22-char secret>``. Only the SHA-256 of the
+secret is stored; it is compared in constant time. An agent token is a UUIDv4,
+bound to one user like a session token, that opens only the token hand-off
+(Coder's workspace-agent endpoint); only its SHA-256 is stored. Failures
+raise ``UnauthorizedError`` with Coder's messages.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import hmac
 import re
 import secrets
 import string
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from extauth.errors import UnauthorizedError
-from extauth.store import ApiKey, Store, User, utcnow
+from extauth.store import AgentToken, ApiKey, Store, User, utcnow
 
 ID_LENGTH = 10
 SECRET_LENGTH = 22
@@ -25,6 +28,11 @@ MISSING_DETAIL = 'Cookie "coder_session_token" or query parameter must be provid
 # A hash to compare against when the key id is unknown, so that both failure
 # paths do the same work.
 _DUMMY_HASH = hashlib.sha256(b"extauth-unknown-key").hexdigest()
+# What Coder's agents send: a UUID, version 4, in its canonical text form.
+_AGENT_TOKEN = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.IGNORECASE)
+AGENT_INVALID = "Workspace agent token invalid."
+AGENT_UNAUTHORIZED = "Workspace agent not authorized."
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,8 @@ class Session:
     user_id: int
     user_name: str
     key_id: str
+    # "session", or "agent" for an agent token (it opens only the token hand-off).
+    kind: str = "session"
 
 
 def _random(n: int) -> str:
@@ -105,3 +115,43 @@ def authenticate(store: Store, token: str | None) -> Session:
     if key.expires_at is not None and key.expires_at <= utcnow():
         raise UnauthorizedError(detail=f'API key expired at "{_expired_text(key.expires_at)}".')
     return Session(user_id=key.user_id, user_name=key.user_name, key_id=key.id)
+
+
+# -- agent tokens ---------------------------------------------------------------------
+
+
+def create_agent_token(store: Store, user: User, name: str = "",
+                       lifetime: timedelta | None = None) -> str:
+    """Create an agent token for ``user``; the token (a UUIDv4) is returned only here."""
+    token = str(uuid.uuid4())
+    expires_at = utcnow() + lifetime if lifetime else None
+    store.insert_agent_token(_random(ID_LENGTH), user.id, name, hash_secret(token), expires_at)
+    return token
+
+
+def authenticate_agent(store: Store, token: str) -> Session:
+    """The session of the user an agent token acts for, or ``UnauthorizedError``
+    with Coder's agent messages."""
+    if not _AGENT_TOKEN.match(token):
+        raise UnauthorizedError(
+            AGENT_INVALID, detail=f"An agent token must be a valid UUIDv4. (len {len(token)})")
+    # Looked up by its hash: the token is 122 random bits, so where a lookup
+    # stops in the index tells nothing about any stored token.
+    agent: AgentToken | None = store.agent_token_by_hash(hash_secret(token.lower()))
+    if agent is None:
+        raise UnauthorizedError(AGENT_UNAUTHORIZED,
+                                detail="The agent token is unknown or was deleted.")
+    if agent.expires_at is not None and agent.expires_at <= utcnow():
+        raise UnauthorizedError(
+            AGENT_UNAUTHORIZED,
+            detail=f'The agent token expired at "{_expired_text(agent.expires_at)}".')
+    return Session(user_id=agent.user_id, user_name=agent.user_name, key_id=agent.id,
+                   kind="agent")
+
+
+def authenticate_any(store: Store, token: str | None) -> Session:
+    """A session token (``<id>-<secret>``: one dash) or an agent token (anything
+    else, a UUID has four): the token hand-off accepts both."""
+    if token and token.count("-") != 1:
+        return authenticate_agent(store, token)
+    return authenticate(store, token)

@@ -150,6 +150,8 @@ class Settings:
     # Seconds that requests, refreshes and revocations in flight get to finish
     # once the server is asked to stop.
     shutdown_seconds: float = 10.0
+    # Seconds a `listen` request to the token hand-off waits for a link.
+    listen_seconds: float = 55.0
     # AES-256-GCM keys for tokens at rest; the first encrypts. Never printed.
     encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
     # Build the app from connexion's own classes, without extauth's cheaper
@@ -424,6 +426,7 @@ def load_settings(
                                    env.get("EXTAUTH_STOCK_CONNEXION") or "false"),
         metrics_address=env.get("EXTAUTH_METRICS_ADDRESS", ""),
         shutdown_seconds=_env_number(env, "EXTAUTH_SHUTDOWN_SECONDS", float, 10.0),
+        listen_seconds=_env_number(env, "EXTAUTH_LISTEN_SECONDS", float, 55.0),
     )
     try:
         base = replace(base, encryption_keys=keys_from_env(env))
@@ -432,6 +435,9 @@ def load_settings(
     if "database" in over:
         over["database"] = str(over["database"])
     settings = replace(base, **over)
+    if settings.listen_seconds <= 0:
+        raise ConfigError(f"EXTAUTH_LISTEN_SECONDS has value {settings.listen_seconds:g}. "
+                          "It must be more than 0")
     if settings.access_url and not _valid_url(settings.access_url):
         raise ConfigError(f"access URL {settings.access_url!r} is not an http(s) URL")
     if settings.metrics_address:

@@ -1,10 +1,12 @@
-"""The session-token check behind every security scheme of ``openapi.yaml``.
+"""The token checks behind the security schemes of ``openapi.yaml``.
 
 The spec declares five alternative ways to send the token (cookie, query
 parameter, ``Coder-Session-Token`` header, ``Authorization: Bearer``, and
 the ``access_token`` query parameter of OAuth clients).
 Whichever scheme connexion tries, the token is picked in Coder's order, so a
 request carrying several gets the same answer whatever the order of schemes.
+Session tokens open every operation; agent tokens only the token hand-off
+(its schemes name ``agent_or_session_token``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from connexion.exceptions import OAuthProblem
 from connexion.lifecycle import ConnexionRequest
 
 from extauth._connexion import picks_its_own_token
+from extauth.handoff import TokenHandoff
 from extauth.links import Links
 from extauth.logs import note_user
 
@@ -71,4 +74,17 @@ async def session_token(token: str | None, request: ConnexionRequest) -> dict[st
     # A token in the query string authenticates this one request and nothing
     # more: turned into a cookie, it would let anyone who gets a browser to
     # open a link plant their own session there.
+    return {"sub": str(session.user_id), "session": session}
+
+
+@picks_its_own_token
+async def agent_or_session_token(token: str | None, request: ConnexionRequest) -> dict[str, Any]:
+    """The token hand-off's token-info function: the caller behind an agent token
+    or a session token, picked in Coder's order, or 401."""
+    value, _ = pick_token(request)
+    if value is None:
+        raise OAuthProblem(detail="No authorization token provided")
+    handoff: TokenHandoff = request.scope["state"]["handoff"]
+    session = await handoff.authenticate(value)
+    note_user(session.user_id)
     return {"sub": str(session.user_id), "session": session}

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from extauth.audit import REQUEST_ID, Audit
 from extauth.cli import main
-from extauth.store import AuditEvent, utcnow
+from extauth.sessions import Session
+from extauth.store import AuditEvent, Store, utcnow
+from extauth.store.sqlite import SQLiteStore
 from tests.conftest import Api, expire, link, sql, started_device_code
 from tests.fake_provider import Answer, FakeProvider
 
@@ -87,3 +93,67 @@ def test_audit_command_filters(api: Api, fake: FakeProvider) -> None:
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 2 and all("\tbob\tfake\t" in line for line in lines)
     assert lines[0].split("\t")[3:5] == ["revoke", "ok"]
+
+
+class CountingStore(SQLiteStore):
+    """The real store, counting the events of each write it is asked for."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writes: list[int] = []
+
+    def insert_audit(self, *events: AuditEvent) -> None:
+        self.writes.append(len(events))
+        super().insert_audit(*events)
+
+
+def _audit(tmp_path: Path) -> tuple[CountingStore, Audit]:
+    store = CountingStore(tmp_path / "audit.db")
+    store.migrate()
+    return store, Audit(store, timedelta(days=1))
+
+
+async def _record(audit: Audit, store: Store, i: int) -> int:
+    """Record event ``i`` in request ``req-i``; how many events are stored then."""
+    REQUEST_ID.set(f"req-{i}")
+    await audit.record(Session(1, "alice", f"key{i}"), "fake", "token read", "agent", f"n{i}")
+    return len(store.audit_events(limit=1000))
+
+
+def test_events_of_one_turn_are_written_together_before_anyone_returns(tmp_path: Path) -> None:
+    store, audit = _audit(tmp_path)
+
+    async def many() -> list[int]:
+        return await asyncio.gather(*(_record(audit, store, i) for i in range(50)))
+
+    # All 50 went in one write, and each caller returned once its event was stored.
+    assert asyncio.run(many()) == [50] * 50
+    assert store.writes == [50]
+    events = store.audit_events(limit=100)
+    assert sorted((e.request_id, e.detail) for e in events) == sorted(
+        (f"req-{i}", f"n{i}") for i in range(50))
+
+
+def test_a_caller_that_goes_away_does_not_lose_the_others_events(tmp_path: Path) -> None:
+    store, audit = _audit(tmp_path)
+
+    async def one_cancelled() -> None:
+        tasks = [asyncio.ensure_future(_record(audit, store, i)) for i in range(10)]
+        await asyncio.sleep(0)  # every one has queued its event
+        tasks[0].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(one_cancelled())
+    assert len(store.audit_events()) == 10
+
+
+def test_an_audit_failure_does_not_fail_the_caller(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    store, audit = _audit(tmp_path)
+    store.db.execute("DROP TABLE audit_events")
+
+    async def record() -> None:
+        await audit.record(Session(1, "alice", "key"), "fake", "token read", "agent")
+
+    asyncio.run(record())  # no exception
+    assert "cannot record 1 audit event(s): token read/agent" in caplog.text

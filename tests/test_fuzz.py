@@ -84,6 +84,8 @@ OP_EXCHANGE = "POST /api/v2/external-auth/{externalauth}/device"
 OP_CALLBACK = "GET /external-auth/{externalauth}/callback"
 OP_LEGACY_CALLBACK = "GET /gitauth/{externalauth}/callback"
 CALLBACKS = (OP_CALLBACK, OP_LEGACY_CALLBACK)
+OP_AGENT = "GET /api/v2/workspaceagents/me/external-auth"
+OP_GITAUTH = "GET /api/v2/workspaceagents/me/gitauth"
 OP_HEALTH = "GET /healthz"
 OP_LOGIN_PAGE = "GET /login"
 OP_SIGN_IN = "POST /login"
@@ -91,8 +93,14 @@ OP_SIGN_OUT = "POST /logout"
 OP_PAGE_LIST = "GET /external-auth"
 OP_PAGE_PROVIDER = "GET /external-auth/{externalauth}"
 OP_ASSET = "GET /assets/{name}"
-OPERATIONS = (OP_LIST, OP_GET, OP_DELETE, OP_DEVICE, OP_EXCHANGE, *CALLBACKS, OP_HEALTH,
-              OP_LOGIN_PAGE, OP_SIGN_IN, OP_SIGN_OUT, OP_PAGE_LIST, OP_PAGE_PROVIDER, OP_ASSET)
+OPERATIONS = (OP_LIST, OP_GET, OP_DELETE, OP_DEVICE, OP_EXCHANGE, *CALLBACKS, OP_AGENT,
+              OP_GITAUTH, OP_HEALTH, OP_LOGIN_PAGE, OP_SIGN_IN, OP_SIGN_OUT, OP_PAGE_LIST,
+              OP_PAGE_PROVIDER, OP_ASSET)
+HANDOFF_OPS = (OP_AGENT, OP_GITAUTH)
+# A URL the regex of provider 'fake' matches, for the hand-off's `match`.
+FAKE_GIT_URL = "https://git.example.test/acme/app.git"
+# How long a hand-off `listen` waits on the campaign's server before its 408.
+LISTEN_SECONDS = "0.2"
 # Pages answer people: their errors are HTML pages (``x-extauth-page``).
 PAGES = (OP_LOGIN_PAGE, OP_SIGN_IN, OP_SIGN_OUT, OP_PAGE_LIST, OP_PAGE_PROVIDER)
 # Without a session these send the browser to sign in: 303 to /login?redirect=.
@@ -184,6 +192,15 @@ def schemathesis_config(seed: int = SEED, examples: int = EXAMPLES) -> Schemathe
             {
                 "include-name": [OP_PAGE_LIST, OP_PAGE_PROVIDER],
                 "checks": SIGNED_OUT_REJECTION,
+            },
+            {
+                # The token hand-off: neither or both of `id` and `match` is 400
+                # ("'url' or 'id' must be provided!"), and `listen` on a provider
+                # the caller has not linked ends in 408 once the server's wait
+                # is over: both documented, both Coder's contract.
+                "include-name": list(HANDOFF_OPS),
+                "checks": {"positive_data_acceptance": {
+                    "expected-statuses": [*POSITIVE_DEFAULT, "400", "408"]}},
             },
             {
                 # These read the caller's status with a provider, which deleting
@@ -285,6 +302,22 @@ def _session_cookie_from_sign_in(response: Response, case: Case, value: str) -> 
     return len(jar) == 1 and morsel is not None and morsel.value == sent
 
 
+def _without_the_handed_token(case: Case, response: Response, campaign: Campaign) -> str:
+    """The body, less the one thing the token hand-off may answer: the caller's
+    access token, in ``access_token``, ``username`` and ``password``. A refresh
+    token, anywhere, stays a leak."""
+    body = response.content.decode("utf-8", "replace")
+    if case.operation.label not in HANDOFF_OPS or response.status_code != 200:
+        return body
+    answer = json.loads(body)
+    with campaign.lock:
+        access = set(campaign.fake.access)
+    for key in ("access_token", "username", "password"):
+        if answer.get(key) in access:
+            answer[key] = ""
+    return json.dumps(answer)
+
+
 @schemathesis.check
 def no_secret_leaks(ctx: CheckContext, response: Response, case: Case) -> bool | None:
     """No body or header carries the session secret, a token the provider issued
@@ -293,7 +326,7 @@ def no_secret_leaks(ctx: CheckContext, response: Response, case: Case) -> bool |
     if campaign is None:
         return None
     secrets = campaign.secrets()
-    body = response.content.decode("utf-8", "replace")
+    body = _without_the_handed_token(case, response, campaign)
     for secret in secrets:
         assert secret not in body, f"the response body contains a secret ({secret[:4]}...)"
     for name, values in response.headers.items():
@@ -420,6 +453,8 @@ def _install_id_routing(schema: Any) -> None:
 
     @schema.hook("map_case")
     def route(context: Any, case: Case) -> Case:
+        if case.operation.label in HANDOFF_OPS:
+            return _route_handoff(case)
         drawn = (case.path_parameters or {}).get("externalauth")
         if not isinstance(drawn, str) or case.meta is None:
             return case
@@ -435,9 +470,32 @@ def _install_id_routing(schema: Any) -> None:
         return case
 
 
+def _route_handoff(case: Case) -> Case:
+    """Most hand-off cases ask as Coder's agents do, for a configured provider:
+    by id (with an empty match) or by a URL the regex of 'fake' matches (with an
+    empty id). Negative cases, and coverage cases about a query parameter, keep
+    what was drawn."""
+    if case.meta is None or case.meta.is_negative_at(ParameterLocation.QUERY):
+        return case
+    if getattr(case.meta.phase.data, "parameter", None) in ("id", "match", "url", "listen"):
+        return case
+    query = dict(case.query or {})
+    drawn = str(query.get("id", query.get("match", "")))
+    bucket = zlib.crc32(drawn.encode("utf-8", "surrogatepass")) % 4
+    query.pop("url", None)
+    if bucket == 0:
+        query.update(id="fake", match="")
+    elif bucket == 1:
+        query.update(id="", match=FAKE_GIT_URL)
+    elif bucket == 2:
+        query.update(id="github", match="")
+    case.query = query
+    return case
+
+
 def _providers(fake: FakeProvider) -> list[dict[str, Any]]:
     return [
-        fake.config(),
+        fake.config(regex=r"^https://git\.example\.test/"),
         # Web flow only, and the id of the spec's examples.
         fake.config(id="github", device_flow=False, device_code_url=None),
     ]
@@ -497,7 +555,8 @@ def assert_everything_reached(c: Campaign) -> None:
     assert not missing, f"no cases generated for {missing}"
     wanted = {OP_LIST: 200, OP_GET: 200, OP_DEVICE: 200, OP_CALLBACK: 307,
               OP_LEGACY_CALLBACK: 307, OP_HEALTH: 200, OP_LOGIN_PAGE: 200, OP_SIGN_IN: 303,
-              OP_SIGN_OUT: 303, OP_PAGE_LIST: 200, OP_PAGE_PROVIDER: 200, OP_ASSET: 200}
+              OP_SIGN_OUT: 303, OP_PAGE_LIST: 200, OP_PAGE_PROVIDER: 200, OP_ASSET: 200,
+              OP_AGENT: 200, OP_GITAUTH: 200}
     for label, status in wanted.items():
         reached = sum(n for (lbl, phase, s), n in c.statuses.items()
                       if lbl == label and s == status and phase in GENERATING_PHASES)
@@ -510,6 +569,8 @@ def assert_everything_reached(c: Campaign) -> None:
         (OP_DELETE, 404, "Resource not found or you do not have access to this resource"),
         (OP_CALLBACK, 400, "State must be provided."),
         (OP_LEGACY_CALLBACK, 400, "State must be provided."),
+        (OP_AGENT, 400, "'url' or 'id' must be provided!"),
+        (OP_AGENT, 408, "Provider 'fake' was not linked within 0.2 seconds."),
     ]:
         assert any(e[0] == label and e[1] in GENERATING_PHASES and e[2:] == (status, message)
                    for e in c.errors), f"{label} never answered {status} {message!r}"
@@ -538,7 +599,8 @@ def _pytest9_node_id(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory,
                 _fake_server: FakeProvider) -> Iterator[LiveServer]:
-    server = LiveServer(tmp_path_factory.mktemp("fuzz-live"), _providers(_fake_server)).start()
+    server = LiveServer(tmp_path_factory.mktemp("fuzz-live"), _providers(_fake_server),
+                        env={"EXTAUTH_LISTEN_SECONDS": LISTEN_SECONDS}).start()
     yield server
     server.stop()
 
@@ -658,6 +720,21 @@ def check_against_model(linked: set[str], label: str, provider: str | None, stat
     elif label == OP_LIST and status == 200:
         listed = {link["provider_id"] for link in body["links"]}
         assert listed == linked, f"the list has links {sorted(listed)}, expected {sorted(linked)}"
+    elif label in HANDOFF_OPS and status == 200:
+        handed = bool(body["access_token"])
+        assert handed is (provider in linked), (
+            f"the hand-off for {provider!r} answered a token: {handed}, linked: {sorted(linked)}")
+
+
+def _provider_of(case: Case) -> str | None:
+    """The provider a case is about: its path's, or the hand-off's by id or match."""
+    if case.operation.label in HANDOFF_OPS:
+        query = case.query or {}
+        if query.get("id"):
+            return str(query["id"])
+        return "fake" if str(query.get("match") or query.get("url") or "").startswith(
+            "https://git.example.test/") else None
+    return (case.path_parameters or {}).get("externalauth")
 
 
 def run_stateful(schema: Any, campaign: Campaign, seed: int = SEED) -> list[Step]:
@@ -675,8 +752,7 @@ def run_stateful(schema: Any, campaign: Campaign, seed: int = SEED) -> list[Step
             except ValueError:
                 parsed = None
             if case.headers.get(SESSION_HEADER) == campaign.token:
-                check_against_model(linked, case.operation.label,
-                                    (case.path_parameters or {}).get("externalauth"),
+                check_against_model(linked, case.operation.label, _provider_of(case),
                                     output.response.status_code, parsed)
             steps.append(Step(
                 label=case.operation.label,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,17 @@ def test_metrics_address_and_shutdown_seconds_from_env() -> None:
 def test_bad_operations_settings_name_the_culprit(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(env, providers=())
+
+
+def test_listen_seconds_from_the_environment() -> None:
+    assert load_settings(env={}, providers=()).listen_seconds == 55.0
+    assert load_settings(env={"EXTAUTH_LISTEN_SECONDS": "2.5"}, providers=()).listen_seconds == 2.5
+
+
+@pytest.mark.parametrize("value, message", [
+    ("soon", "EXTAUTH_LISTEN_SECONDS has value 'soon'. Not a valid float"),
+    ("0", "EXTAUTH_LISTEN_SECONDS has value 0. It must be more than 0"),
+])
+def test_listen_seconds_must_be_a_positive_number(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(env={"EXTAUTH_LISTEN_SECONDS": value}, providers=())

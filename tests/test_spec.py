@@ -10,6 +10,7 @@ import yaml
 from openapi_spec_validator import OpenAPIV30SpecValidator, validate
 from openapi_spec_validator.readers import read_from_filename
 
+import handlers.agents
 import handlers.external_auth
 import handlers.health
 import handlers.pages
@@ -32,7 +33,8 @@ def test_spec_is_valid_openapi_3_0() -> None:
     assert spec["openapi"] == "3.0.3"
 
 
-HANDLERS = {m.__name__: m for m in (handlers.external_auth, handlers.health, handlers.pages)}
+HANDLERS = {m.__name__: m for m in (handlers.agents, handlers.external_auth, handlers.health,
+                                    handlers.pages)}
 
 
 def test_every_operation_id_is_unique_and_bound_to_a_handler() -> None:

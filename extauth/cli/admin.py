@@ -1,5 +1,5 @@
-"""The operator's commands: users, session tokens, providers, keys, audit,
-config and the generated docs."""
+"""The operator's commands: users, session tokens, agent tokens, providers,
+keys, audit, config and the generated docs."""
 
 from __future__ import annotations
 
@@ -114,6 +114,59 @@ def tokens_delete(token_id: str, db: str | None) -> None:
     if not open_store(db).delete_api_key(token_id.split("-")[0]):
         raise click.ClickException(f"no token with id {token_id.split('-')[0]!r}")
     say(f"deleted token {token_id.split('-')[0]}")
+
+
+@main.group()
+def agents() -> None:
+    """Manage agent tokens: they open only the token hand-off endpoint."""
+
+
+@agents.command("create")
+@click.argument("name", metavar="USER")
+@click.option("--name", "label", metavar="NAME", default="",
+              help="What the token is for, e.g. the workspace's name")
+@click.option("--lifetime", metavar="DURATION", help="Token lifetime, e.g. 30d or 12h")
+@db_option
+def agents_create(name: str, label: str, lifetime: str | None, db: str | None) -> None:
+    """Create an agent token for USER and print it (a UUIDv4, only the token, on stdout).
+
+    It reads USER's tokens through GET /api/v2/workspaceagents/me/external-auth,
+    as Coder's workspace agents do, and opens nothing else.
+    """
+    store = open_store(db)
+    span = _lifetime(lifetime)
+    user = store.get_user(name)
+    if user is None:
+        raise click.ClickException(f"no user named {name!r}; create it with 'extauth users create'")
+    click.echo(sessions.create_agent_token(store, user, label, span))
+
+
+@agents.command("list")
+@click.argument("name", metavar="[USER]", required=False)
+@db_option
+def agents_list(name: str | None, db: str | None) -> None:
+    """List agent tokens, all or USER's (ids, names and expiry; never the token)."""
+    store = open_store(db)
+    user_id = None
+    if name is not None:
+        user = store.get_user(name)
+        if user is None:
+            raise click.ClickException(f"no user named {name!r}")
+        user_id = user.id
+    for agent in store.agent_tokens(user_id):
+        expiry = f"{agent.expires_at:%Y-%m-%d %H:%M:%S}Z" if agent.expires_at else "never"
+        click.echo(f"{agent.id}\t{agent.user_name}\t{agent.name or '-'}\t"
+                   f"created {agent.created_at:%Y-%m-%d %H:%M:%S}Z\texpires {expiry}")
+
+
+@agents.command("delete")
+@click.argument("token_id", metavar="ID")
+@db_option
+def agents_delete(token_id: str, db: str | None) -> None:
+    """Delete the agent token with id ID (from 'extauth agents list')."""
+    if not open_store(db).delete_agent_token(token_id):
+        raise click.ClickException(f"no agent token with id {token_id!r}")
+    say(f"deleted agent token {token_id}")
 
 
 @main.group()

@@ -17,6 +17,7 @@ from extauth.crypto import Cipher
 from extauth.store._base import DuplicateError, StoreError, StoreUnavailableError, utcnow
 from extauth.store.interface import Store
 from extauth.store.records import (
+    AgentToken,
     ApiKey,
     AuditEvent,
     DeviceGrant,
@@ -28,7 +29,7 @@ from extauth.store.records import (
 )
 
 __all__ = [
-    "ApiKey", "AuditEvent", "DeviceGrant", "DuplicateError", "Link", "OAuthState",
+    "AgentToken", "ApiKey", "AuditEvent", "DeviceGrant", "DuplicateError", "Link", "OAuthState",
     "PendingRevocation", "ProviderRefusal", "Store", "StoreError", "StoreUnavailableError",
     "User", "is_postgres", "open_store", "sqlite_path", "utcnow",
 ]

@@ -11,13 +11,16 @@ from extauth.store.records import AuditEvent
 class AuditQueries(StoreBase):
     # -- the audit trail -------------------------------------------------------------------
 
-    def insert_audit(self, event: AuditEvent) -> None:
-        self._execute(
-            "INSERT INTO audit_events (at, user_id, user_name, provider_id, action, outcome, "
-            "detail, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [self._ts(event.at or utcnow()), event.user_id, event.user_name, event.provider_id,
-             event.action, event.outcome, event.detail[:500], event.request_id],
-        )
+    def insert_audit(self, *events: AuditEvent) -> None:
+        """Store events, all in one transaction."""
+        with self._transaction():
+            for e in events:
+                self._execute(
+                    "INSERT INTO audit_events (at, user_id, user_name, provider_id, action, "
+                    "outcome, detail, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [self._ts(e.at or utcnow()), e.user_id, e.user_name, e.provider_id,
+                     e.action, e.outcome, e.detail[:500], e.request_id],
+                )
 
     def audit_events(self, user_name: str | None = None, provider_id: str | None = None,
                      limit: int = 100) -> list[AuditEvent]:

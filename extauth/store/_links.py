@@ -187,6 +187,17 @@ class LinksQueries(StoreBase):
         )
         return self._link(row) if row else None
 
+    def links_changed_since(self, since: datetime) -> list[tuple[int, str, str]]:
+        """(user id, provider id, mark) of the links written at or after ``since``; the
+        mark (version and time of the write) differs between any two writes of a link."""
+        rows = self._rows(
+            "SELECT user_id, provider_id, version, updated_at FROM external_auth_links "
+            "WHERE updated_at >= ?",
+            [self._ts(since)],
+        )
+        return [(r["user_id"], r["provider_id"], f"{r['version']}@{_dt(r['updated_at'])}")
+                for r in rows]
+
     # -- encryption keys ----------------------------------------------------------------
 
     def key_counts(self) -> dict[str, int]:

@@ -151,6 +151,18 @@ SQLITE_MIGRATIONS: list[str] = [
         {_count_link("NEW", "1")}
     END;
 """,
+    """
+    CREATE TABLE agent_tokens (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL DEFAULT '',
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        expires_at TEXT
+    );
+    CREATE INDEX agent_tokens_user_id ON agent_tokens(user_id);
+    CREATE INDEX external_auth_links_updated_at ON external_auth_links(updated_at);
+    """,
 ]
 
 
@@ -279,4 +291,16 @@ POSTGRES_MIGRATIONS: list[str] = [
             OR (OLD.refresh_failure_reason = '') IS DISTINCT FROM (NEW.refresh_failure_reason = ''))
         EXECUTE FUNCTION count_links();
 """,
+    """
+    CREATE TABLE agent_tokens (
+        id TEXT PRIMARY KEY,
+        user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL DEFAULT '',
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at TIMESTAMPTZ NOT NULL,
+        expires_at TIMESTAMPTZ
+    );
+    CREATE INDEX agent_tokens_user_id ON agent_tokens(user_id);
+    CREATE INDEX external_auth_links_updated_at ON external_auth_links(updated_at);
+    """,
 ]

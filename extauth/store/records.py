@@ -25,6 +25,18 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class AgentToken:
+    """An agent token's record: who it acts for, until when. Never its secret."""
+
+    id: str
+    user_id: int
+    user_name: str
+    name: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
 class OAuthState:
     """A pending web authorization: who started it, for which provider, until when."""
 
