@@ -13,9 +13,9 @@ or normalised, so that every answer stays the one ``openapi.yaml`` declares.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-import yaml
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from extauth.audit import REQUEST_ID, new_request_id
@@ -32,17 +32,19 @@ _ROUTE_NOT_FOUND = ExtauthError("Route not found.", status=404)
 class Edge:
     """The outermost ASGI layer around the connexion app."""
 
-    def __init__(self, api: ASGIApp, max_body: int, spec_text: str, ui: ASGIApp,
-                 demo: ASGIApp | None = None) -> None:
+    def __init__(self, api: ASGIApp, max_body: int, spec_text: str, spec_json: bytes,
+                 ui: Callable[[], ASGIApp], demo: ASGIApp | None = None) -> None:
         self.api = api
-        self.ui = ui
+        # The Swagger UI is built on its first request: building it validates the
+        # spec again, a tenth of a second at every start for a page few open.
+        self._make_ui = ui
+        self._ui: ASGIApp | None = None
         self.demo = demo
         self.max_body = max_body
         # The spec is served as written (connexion would serve its own rewrite,
         # with servers changed and every $ref inlined).
         self.spec_files = {
-            f"{API_PREFIX}/openapi.json": (
-                json.dumps(yaml.safe_load(spec_text)).encode(), b"application/json"),
+            f"{API_PREFIX}/openapi.json": (spec_json, b"application/json"),
             f"{API_PREFIX}/openapi.yaml": (spec_text.encode(), b"application/yaml"),
         }
 
@@ -68,7 +70,9 @@ class Edge:
             await _error(send, _ROUTE_NOT_FOUND)
             return
         if path.startswith(UI_PREFIX) or path == UI_PREFIX[:-1]:
-            await self.ui(scope, receive, send)
+            if self._ui is None:
+                self._ui = self._make_ui()
+            await self._ui(scope, receive, send)
             return
         if path.startswith(NO_STORE_PREFIX):
             send = _no_store(send)

@@ -85,7 +85,9 @@ def test_every_operation_declares_its_errors_with_the_response_schema() -> None:
 def test_a_missing_handler_stops_start_up(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     broken = yaml.safe_load(spec_path().read_text())
     broken["paths"]["/healthz"]["get"]["operationId"] = "handlers.health.does_not_exist"
-    monkeypatch.setattr("extauth.app.load_spec", lambda: broken)
+    written = tmp_path / "openapi.yaml"
+    written.write_text(yaml.safe_dump(broken))
+    monkeypatch.setattr("extauth.app.spec_path", lambda: written)
     app = create_app(Settings(database=str(tmp_path / "x.db")))
     with pytest.raises(Exception, match="does_not_exist"):
         TestClient(app).__enter__()  # start-up: the lifespan runs, operations resolve
