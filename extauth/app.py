@@ -45,7 +45,13 @@ from extauth import metrics, pages
 from extauth._connexion import asgi_app, ui_app
 from extauth.crypto import Cipher
 from extauth.edge import API_PREFIX, Edge
-from extauth.errors import SIGNED_OUT, BadRequestError, ExtauthError, UnauthorizedError
+from extauth.errors import (
+    SIGNED_OUT,
+    BadRequestError,
+    ExtauthError,
+    UnauthorizedError,
+    UnavailableError,
+)
 from extauth.handoff import TokenHandoff
 from extauth.links import Links
 from extauth.observe import Observed, Operations
@@ -53,7 +59,7 @@ from extauth.providers.oauth import OAuthClient
 from extauth.sessions import MISSING_DETAIL
 from extauth.settings import Settings, load_settings
 from extauth.shutdown import GracePeriod, finish
-from extauth.store import open_store
+from extauth.store import StoreUnavailableError, open_store
 
 log = logging.getLogger("extauth")
 
@@ -150,6 +156,9 @@ def _translate(exc: Exception, allow: _Allow, path: str) -> ExtauthError:
     """Any exception that reaches the edge, as an ExtauthError."""
     if isinstance(exc, ExtauthError):
         return exc
+    if isinstance(exc, StoreUnavailableError):
+        log.warning("the database does not answer at %s: %s", path, exc)
+        return UnavailableError("The database is not reachable.", detail=str(exc))
     if isinstance(exc, Unauthorized):
         # connexion's own 401: no security scheme found a token (or an
         # Authorization header without one). A token that was found is judged by

@@ -10,6 +10,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -103,6 +104,10 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self.proc is not None:
+            # SIGINT is PostgreSQL's fast shutdown: SIGTERM would wait for every
+            # client (a pool's connections) to leave first.
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
             stop_process(self.proc)
             self.proc = None
         shutil.rmtree(self.root, ignore_errors=True)

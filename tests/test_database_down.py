@@ -1,0 +1,40 @@
+"""A PostgreSQL database that stops answering: 503 with Coder's ``Response``,
+and ``/healthz`` says so."""
+
+from __future__ import annotations
+
+import pytest
+
+from extauth import sessions
+from extauth.app import create_app
+from extauth.settings import Settings, build_provider
+from extauth.store import open_store
+from tests.conftest import TestClient
+from tests.fake_provider import FakeProvider
+from tests.postgres import PostgresServer
+
+pytestmark = pytest.mark.postgres
+
+
+def test_a_database_that_is_down_is_503_and_healthz_says_so(fake: FakeProvider) -> None:
+    server = PostgresServer().start()
+    try:
+        url = server.new_schema()
+        settings = Settings(database=url, providers=(build_provider(fake.config(), "t"),),
+                            validate_responses=True, db_timeout=1.0)
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            store = open_store(url)
+            headers = {"Coder-Session-Token": sessions.create_token(
+                store, store.create_user("alice"))}
+            store.close()
+            assert client.get("/api/v2/external-auth", headers=headers).status_code == 200
+            server.stop()
+            for path in ("/api/v2/external-auth", "/healthz"):
+                r = client.get(path, headers=headers)
+                assert r.status_code == 503, (path, r.text)
+                assert r.headers["content-type"] == "application/json"
+                body = r.json()
+                assert body["message"] == "The database is not reachable."
+                assert "does not answer" in body["detail"]
+    finally:
+        server.stop()
