@@ -25,7 +25,7 @@ def free_port() -> int:
         return port
 
 
-def cli(*args: str, db: Path, env: dict[str, str] | None = None,
+def cli(*args: str, db: Path | str, env: dict[str, str] | None = None,
         check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``extauth ARGS --db DB`` and return the finished process."""
     result = subprocess.run(
@@ -41,9 +41,10 @@ class LiveServer:
     """A running ``extauth serve``; ``url`` is its base URL."""
 
     def __init__(self, tmp: Path, providers: list[dict[str, Any]], *extra_args: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, db: str | None = None) -> None:
         self.tmp = tmp
-        self.db = tmp / "live.db"
+        # A SQLite file of its own, unless given a database (a PostgreSQL URL).
+        self.db: Path | str = db or tmp / "live.db"
         self.config = tmp / "extauth.yaml"
         self.config.write_text(yaml.safe_dump({"external_auth": providers}))
         self.port = free_port()

@@ -95,6 +95,12 @@ class PostgresServer:
         base = f"postgresql://extauth@127.0.0.1:{self.port}/postgres"
         return f"{base}?options=-csearch_path%3D{schema}" if schema else base
 
+    def environment(self, url: str) -> dict[str, str]:
+        """libpq's PG* variables naming the same database and schema as ``url``."""
+        schema = url.rpartition("search_path%3D")[2]
+        return {"PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGUSER": "extauth",
+                "PGDATABASE": "postgres", "PGOPTIONS": f"-csearch_path={schema}"}
+
     def new_schema(self) -> str:
         """A fresh, empty schema; its URL."""
         name = f"t_{secrets.token_hex(6)}"

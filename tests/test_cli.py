@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from extauth.cli import RedactFilter, main
+from tests.live import EXTAUTH
+from tests.postgres import PostgresServer
 
 
 def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -191,3 +195,15 @@ def test_access_log_redacts_the_access_token_parameter() -> None:
     assert RedactFilter().filter(record)
     assert "abc-def" not in record.getMessage()
     assert "access_token=" in record.getMessage() and "a=1" in record.getMessage()
+
+
+@pytest.mark.postgres
+def test_a_bare_postgresql_url_takes_the_pg_variables(postgres_server: PostgresServer,
+                                                      store_at) -> None:
+    """--db postgresql:// with the standard PG* variables, as libpq reads them."""
+    url = postgres_server.new_schema()
+    env = {**os.environ, **postgres_server.environment(url)}
+    r = subprocess.run([*EXTAUTH, "users", "create", "zed", "--db", "postgresql://"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert store_at(url).get_user("zed") is not None

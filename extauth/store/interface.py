@@ -4,10 +4,12 @@ callers on the event loop run it in a worker thread (``off_loop``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from extauth.crypto import Cipher
+from extauth.store._copy import Table
 from extauth.store.records import (
     AgentToken,
     ApiKey,
@@ -110,3 +112,10 @@ class Store(Protocol):
                      limit: int = 100) -> list[AuditEvent]: ...
     def audit_events_before(self, before: datetime) -> int: ...
     def purge_audit(self, before: datetime, batch: int = 1000) -> int: ...
+
+    # -- copying a deployment (extauth db copy)
+    def table_count(self, table: Table) -> int: ...
+    def last_key(self, table: Table) -> tuple[Any, ...] | None: ...
+    def rows_after(self, table: Table, after: tuple[Any, ...] | None,
+                   size: int) -> Iterator[list[dict[str, Any]]]: ...
+    def insert_rows(self, table: Table, rows: list[dict[str, Any]]) -> None: ...

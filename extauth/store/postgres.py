@@ -28,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from extauth.crypto import Cipher
 from extauth.store._base import Params, Row, StoreError, StoreUnavailableError, utcnow
+from extauth.store._copy import Table
 from extauth.store._queries import Queries
 from extauth.store._schema import POSTGRES_MIGRATIONS
 
@@ -119,6 +120,12 @@ class PostgresStore(Queries):
 
     def _ts(self, value: datetime | None) -> datetime | None:
         return None if value is None else value.astimezone(UTC)
+
+    def _rows_copied(self, table: Table) -> None:
+        # Rows came with their ids: the identity's next value goes past them.
+        if table.key == ("id",) and table.name in ("users", "audit_events"):
+            self._execute(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                          f"(SELECT COALESCE(MAX(id), 0) + 1 FROM {table.name}), false)")
 
     def _has_table(self, name: str) -> bool:
         row = self._one("SELECT to_regclass(?) IS NOT NULL AS found", [name])
