@@ -3,8 +3,11 @@
 A ``listen`` request of the token hand-off waits until the user's link with a
 provider changes. Waiting costs neither a worker thread nor a database read
 per waiter: a waiter is an ``asyncio.Event`` filed under its (user, provider),
-and one task per process reads, once per second while anyone waits, which
-links were written since its last look, and wakes the waiters of those. A link
+and one task per process reads, while anyone waits, which links were written
+since its last look, and wakes the waiters of those. It looks once a second
+for one waiter, more often for more (never more than one read per second per
+waiter, nor more than four a second), so that with many waiters a link
+written elsewhere is seen well within a second. A link
 stored by this process wakes its waiters at once (``notify``); the reads catch
 what other workers and processes sharing the database wrote. The same task
 wakes each waiter at its deadline: a waiter holds no timer of its own (a
@@ -39,6 +42,9 @@ from extauth.store import Store, StoreError, utcnow
 
 log = logging.getLogger("extauth.linkwatch")
 POLL_S = 1.0
+# The more waiters share a look, the more often it may come: at most one read
+# per second per waiter, and never more than four a second.
+FASTEST_LOOK_S = 0.25
 # SQLite's busy timeout (10 s), and then some.
 MARGIN = timedelta(seconds=15)
 
@@ -109,6 +115,10 @@ class LinkWatcher:
         for event in self._waiters.get((user_id, provider_id), ()):
             event.set()
 
+    def _period(self) -> float:
+        """Seconds until the next look: ``poll`` shared by the waiters."""
+        return max(min(FASTEST_LOOK_S, self.poll), self.poll / max(1, self.waiting))
+
     def _expire(self) -> None:
         """Wake the waiters whose deadline has come (a waiter that left is dropped)."""
         now = time.monotonic()
@@ -123,7 +133,7 @@ class LinkWatcher:
     async def _run(self) -> None:
         announced: dict[Key, str] = {}
         since = utcnow() - MARGIN
-        next_look = time.monotonic() + self.poll
+        next_look = time.monotonic() + self._period()
         while True:
             wake = min(next_look, self._deadlines[0][0]) if self._deadlines else next_look
             await asyncio.sleep(max(0.0, wake - time.monotonic()))
@@ -133,7 +143,7 @@ class LinkWatcher:
                 return  # the next waiter starts a new look-out
             if time.monotonic() < next_look:
                 continue
-            next_look = time.monotonic() + self.poll
+            next_look = time.monotonic() + self._period()
             started = utcnow()
             try:
                 self.reads += 1
