@@ -15,7 +15,8 @@ revoke the whole grant when an old one is presented again. So:
 - before refreshing, the link is read again under the lease: if someone
   already refreshed, theirs is used;
 - the new pair is written first, in a transaction that checks the row is
-  still the one that was read (compare-and-swap on its version);
+  still the one that was read (compare-and-swap on its version and creation
+  time: a link deleted and made again starts at version 1 again);
 - a token is due some time before it expires: 30 seconds, or a third of the
   lifetime it was issued with when that is shorter, so a fresh token is
   never due;
@@ -36,7 +37,9 @@ import enum
 import functools
 import hashlib
 import itertools
+import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -47,7 +50,9 @@ from extauth.errors import ExtauthError, ProviderError, ProviderRateLimitedError
 from extauth.providers.oauth import OAuthClient, OAuthError, TokenSet
 from extauth.sessions import Session
 from extauth.settings import ProviderConfig
-from extauth.store import Link, ProviderRefusal, Store, utcnow
+from extauth.store import Link, ProviderRefusal, Store, StoreError, utcnow
+
+log = logging.getLogger("extauth.refresh")
 
 # Refresh at most this long before the stored expiry...
 LEEWAY = timedelta(seconds=30)
@@ -186,6 +191,8 @@ class Refresher:
         # The lease belongs to the process: its callers coordinate through
         # ``_flights``, so two of them never both believe they hold it.
         self._owner = f"{os.getpid()}-{os.urandom(4).hex()}"
+        # Set when the server stops: no new provider call is started.
+        self._stopping = asyncio.Event()
 
     async def fresh(self, session: Session, p: ProviderConfig, link: Link) -> Outcome:
         """The link, refreshed first when it is due. Provider trouble never
@@ -202,9 +209,12 @@ class Refresher:
         return await asyncio.shield(flight)
 
     async def drain(self, seconds: float) -> int:
-        """Wait up to ``seconds`` for the refreshes in flight, then stop those still
-        running (each releases its lease on the way out); return how many were
-        stopped."""
+        """Stop starting provider calls (a refresh between attempts ends now, its
+        failure remembered as transient: a call cut short could lose a rotated
+        pair, one not made loses nothing), wait up to ``seconds`` for the
+        refreshes in flight, then stop those still running (each releases its
+        lease on the way out); return how many were stopped."""
+        self._stopping.set()
         flights = list(self._flights.values())
         if not flights:
             return 0
@@ -267,7 +277,11 @@ class Refresher:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
-            await off_loop(self.store.release_lease, link.user_id, p.id, self._owner)
+            try:
+                await off_loop(self.store.release_lease, link.user_id, p.id, self._owner)
+            except (sqlite3.Error, StoreError):  # it expires by itself
+                log.warning("cannot release the refresh lease of a %s link; it expires "
+                            "in %gs", p.id, self.lease_ttl, exc_info=True)
 
     async def _take_lease(self, link: Link) -> bool:
         until = utcnow() + timedelta(seconds=self.lease_ttl)
@@ -275,10 +289,18 @@ class Refresher:
                               self._owner, until)
 
     async def _renew(self, link: Link) -> None:
-        """Keep the lease while the refresh runs, however long its writes take."""
+        """Keep the lease while the refresh runs, however long its writes take. A
+        renewal that fails is tried again at the next turn: the lease is long
+        enough to outlive two misses."""
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
-            await self._take_lease(link)
+            try:
+                if not await self._take_lease(link):
+                    log.error("the refresh lease of a %s link was taken over while its "
+                              "refresh ran", link.provider_id)
+            except (sqlite3.Error, StoreError):
+                log.warning("cannot renew the refresh lease of a %s link",
+                            link.provider_id, exc_info=True)
 
     async def _refresh(self, session: Session, p: ProviderConfig, link: Link) -> Outcome:
         try:
@@ -287,14 +309,7 @@ class Refresher:
             return await self._failed(session, p, link, exc)
         # Write before anything else is done with the new pair: it may be the
         # only valid refresh token in existence.
-        stored = await off_loop(
-            self.store.replace_tokens,
-            link,
-            tokens.access_token,
-            tokens.refresh_token or link.refresh_token,
-            utcnow() + timedelta(seconds=tokens.expires_in) if tokens.expires_in else None,
-            tokens.expires_in,
-        )
+        stored = await self._store_pair(p, link, tokens)
         await off_loop(self.store.clear_provider_refusal, p.id)
         await self.record(session, p.id, "refresh", "ok" if stored else "superseded", "")
         if stored is not None:
@@ -305,6 +320,27 @@ class Refresher:
             # the provider must not keep it alive.
             await self.orphaned(session, p, link, tokens)
         return Outcome(current)
+
+    async def _store_pair(self, p: ProviderConfig, link: Link, tokens: TokenSet) -> Link | None:
+        """Write the new pair, trying again while the database has a bad moment (the
+        lease is still ours): the provider may already have retired the old one."""
+        deadline = time.monotonic() + self.lease_ttl / 3
+        for attempt in itertools.count():
+            try:
+                return await off_loop(
+                    self.store.replace_tokens, link, tokens.access_token,
+                    tokens.refresh_token or link.refresh_token,
+                    utcnow() + timedelta(seconds=tokens.expires_in) if tokens.expires_in
+                    else None,
+                    tokens.expires_in)
+            except (sqlite3.Error, StoreError):
+                delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+                if time.monotonic() + delay > deadline:
+                    log.error("cannot store the refreshed tokens of a %s link: the provider "
+                              "may have retired the stored refresh token", p.id)
+                    raise
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def _failed(self, session: Session, p: ProviderConfig, link: Link,
                       exc: Exception) -> Outcome:
@@ -341,7 +377,10 @@ class Refresher:
                     delay = max(delay, float(exc.headers.get("Retry-After", delay)))
                 if time.monotonic() + delay > deadline:
                     raise
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():  # the server stops: no new call
+                    raise
         raise AssertionError("unreachable")
 
 

@@ -159,11 +159,17 @@ class Settings:
     stock_connexion: bool = False
 
     def config_warnings(self) -> list[str]:
-        """What the operator should know about the provider configs: ignored
-        keys, and providers that cannot work as configured."""
+        """What the operator should know about the config: ignored keys, providers
+        that cannot work as configured, a grace period too short for a refresh."""
         out = [w for p in self.providers for w in p.warnings]
         out += [f"provider {p.id!r} is unusable: {p.unusable}"
                 for p in self.providers if p.unusable]
+        if self.shutdown_seconds <= self.provider_timeout:
+            out.append(
+                f"EXTAUTH_SHUTDOWN_SECONDS ({self.shutdown_seconds:g}) is not longer than "
+                f"EXTAUTH_PROVIDER_TIMEOUT ({self.provider_timeout:g}): a refresh the "
+                "provider is answering when the server stops may be cut off after the "
+                "provider rotated its tokens")
         return out
 
     @property

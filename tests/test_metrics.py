@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import signal
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -99,6 +100,31 @@ def test_link_counts_follow_every_change_of_a_link(database: str, store_at) -> N
                "FROM external_auth_links GROUP BY 1, 2")
     assert {(r["provider_id"], r["state"]): r["n"] for r in rows} == {
         k: v for k, v in store.link_counts().items() if v}
+
+
+def test_links_moving_between_counts_both_ways_at_once_never_deadlock(database: str,
+                                                                     store_at) -> None:
+    """Failing one link's refresh while another is linked again moves them between
+    the same two count rows in opposite directions, from several writers."""
+    store: Store = store_at(database)
+    store.migrate()
+    users = [store.create_user(f"u{i}") for i in range(8)]
+    for user in users:
+        store.upsert_link(user.id, "github", "a", "r", expires_at(3600))
+
+    def churn(user_id: int) -> int:
+        writer = store_at(database)
+        for _ in range(15):
+            link = writer.get_link(user_id, "github")
+            assert link is not None
+            writer.record_refresh_failure(link, "invalid_grant")
+            writer.upsert_link(user_id, "github", "a", "r", expires_at(3600))
+        writer.close_thread()
+        return user_id
+
+    with ThreadPoolExecutor(len(users)) as pool:
+        assert sorted(pool.map(churn, [u.id for u in users])) == [u.id for u in users]
+    assert store.link_counts() == {("github", "active"): 8, ("github", "refresh_failed"): 0}
 
 
 def test_the_migration_counts_the_links_already_stored(tmp_path: Path) -> None:

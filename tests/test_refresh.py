@@ -194,6 +194,25 @@ def test_a_failure_never_overwrites_a_token_stored_meanwhile(api: Api, fake: Fak
         "at-2", "rt-2", "")
 
 
+def test_a_stale_refresh_never_writes_over_a_link_made_again(api: Api, fake: FakeProvider) -> None:
+    """Unlinked and linked again while a refresh ran: the new row starts at version
+    1 too, and must still not take the old refresh's outcome."""
+    user = api.store.create_user("carol")
+    api.store.upsert_link(user.id, "fake", "at-1", "rt-1", expires_at(-60))
+    read = api.store.get_link(user.id, "fake")
+    assert read is not None and read.version == 1
+    api.store.delete_link(user.id, "fake")
+    api.store.upsert_link(user.id, "fake", "at-new", "rt-new", expires_at(3600))
+    fresh = api.store.get_link(user.id, "fake")
+    assert fresh is not None and fresh.version == 1
+    assert api.store.record_refresh_failure(read, "invalid_grant") is False
+    assert api.store.replace_tokens(read, "at-old-grant", "rt-old-grant", None) is None
+    kept = api.store.get_link(user.id, "fake")
+    assert kept is not None
+    assert (kept.access_token, kept.refresh_token, kept.refresh_failure_reason) == (
+        "at-new", "rt-new", "")
+
+
 def test_reusing_a_rotated_refresh_token_revokes_the_grant_at_the_fake(fake: FakeProvider) -> None:
     """The fake behaves like a provider with reuse detection (the tests rely on it)."""
     import httpx

@@ -258,3 +258,10 @@ def test_listen_seconds_from_the_environment() -> None:
 def test_listen_seconds_must_be_a_positive_number(value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(env={"EXTAUTH_LISTEN_SECONDS": value}, providers=())
+
+
+def test_a_grace_period_shorter_than_a_provider_call_is_warned_about() -> None:
+    short = load_settings({"EXTAUTH_SHUTDOWN_SECONDS": "3"}, providers=())
+    assert any("EXTAUTH_SHUTDOWN_SECONDS (3) is not longer than EXTAUTH_PROVIDER_TIMEOUT (5)"
+               in w for w in short.config_warnings())
+    assert load_settings({}, providers=()).config_warnings() == []

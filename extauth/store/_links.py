@@ -24,7 +24,15 @@ def _context(user_id: int, provider_id: str, column: str) -> str:
     return f"external_auth_links/{user_id}/{provider_id}/{column}"
 
 
+# The row a write depends on: its version, and its creation time, since a link
+# deleted and made again starts at version 1 again.
+_SAME_ROW = "user_id = ? AND provider_id = ? AND version = ? AND created_at = ?"
+
+
 class LinksQueries(StoreBase):
+    def _same_row(self, link: Link) -> list[Any]:
+        return [link.user_id, link.provider_id, link.version, self._ts(link.created_at)]
+
     # -- external auth links ----------------------------------------------------
 
     def _link(self, row: Row) -> Link:
@@ -126,7 +134,8 @@ class LinksQueries(StoreBase):
         lifetime: int | None = None,
     ) -> Link | None:
         """Store refreshed tokens if the row is still the one ``link`` was read from
-        (compare-and-swap on its version); None when someone else wrote first."""
+        (compare-and-swap on its version and creation time); None when someone else
+        wrote first."""
         sealed = self._sealed(link.user_id, link.provider_id, access_token, refresh_token,
                               link.extra)
         with self._transaction():
@@ -135,9 +144,9 @@ class LinksQueries(StoreBase):
                 "expires_at = ?, extra = ?, token_key_id = ?, version = version + 1, "
                 "token_lifetime = ?, refresh_retry_at = NULL, refresh_retry_reason = '', "
                 "updated_at = ? "
-                "WHERE user_id = ? AND provider_id = ? AND version = ?",
+                f"WHERE {_SAME_ROW}",
                 [sealed[0], sealed[1], self._ts(expires_at), sealed[2], self.cipher.primary_id,
-                 lifetime, self._ts(utcnow()), link.user_id, link.provider_id, link.version],
+                 lifetime, self._ts(utcnow()), *self._same_row(link)],
             )
             return self.get_link(link.user_id, link.provider_id) if changed else None
 
@@ -148,8 +157,8 @@ class LinksQueries(StoreBase):
             "UPDATE external_auth_links SET refresh_token = '', "
             "refresh_failure_reason = ?, refresh_failed_at = ?, version = version + 1, "
             "refresh_retry_at = NULL, refresh_retry_reason = '' "
-            "WHERE user_id = ? AND provider_id = ? AND version = ?",
-            [reason[:400], self._ts(utcnow()), link.user_id, link.provider_id, link.version],
+            f"WHERE {_SAME_ROW}",
+            [reason[:400], self._ts(utcnow()), *self._same_row(link)],
         ) > 0
 
     def defer_refresh(self, link: Link, until: datetime, reason: str) -> None:
@@ -158,8 +167,8 @@ class LinksQueries(StoreBase):
         The tokens, and so the version, are untouched."""
         self._execute(
             "UPDATE external_auth_links SET refresh_retry_at = ?, refresh_retry_reason = ? "
-            "WHERE user_id = ? AND provider_id = ? AND version = ?",
-            [self._ts(until), reason[:400], link.user_id, link.provider_id, link.version],
+            f"WHERE {_SAME_ROW}",
+            [self._ts(until), reason[:400], *self._same_row(link)],
         )
 
     def take_lease(self, user_id: int, provider_id: str, owner: str, until: datetime) -> bool:
@@ -234,9 +243,8 @@ class LinksQueries(StoreBase):
                                       link.refresh_token, link.extra)
                 self._execute(
                     "UPDATE external_auth_links SET access_token = ?, refresh_token = ?, "
-                    "extra = ?, token_key_id = ? WHERE user_id = ? AND provider_id = ? "
-                    "AND version = ?",
-                    [*sealed, target, link.user_id, link.provider_id, link.version],
+                    f"extra = ?, token_key_id = ? WHERE {_SAME_ROW}",
+                    [*sealed, target, *self._same_row(link)],
                 )
         last = (rows[-1]["user_id"], rows[-1]["provider_id"]) if len(rows) == batch else None
         return len(rows) - len(failed), failed, last

@@ -275,6 +275,15 @@ POSTGRES_MIGRATIONS: list[str] = [
         FROM external_auth_links GROUP BY 1, 2;
     CREATE FUNCTION count_links() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
+        -- An update moves a link from one count to another: the two rows are
+        -- taken in one order, so that two updates moving links the opposite
+        -- ways never wait for each other (a deadlock).
+        IF TG_OP = 'UPDATE' AND (OLD.provider_id, {_link_state("OLD")})
+                > (NEW.provider_id, {_link_state("NEW")}) THEN
+            {_count_link("NEW", "1")}
+            {_count_link("OLD", "-1")}
+            RETURN NULL;
+        END IF;
         IF TG_OP IN ('UPDATE', 'DELETE') THEN
             {_count_link("OLD", "-1")}
         END IF;

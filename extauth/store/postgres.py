@@ -93,6 +93,8 @@ class PostgresStore(Queries):
         try:
             with self.pool.connection() as conn:
                 yield cast("psycopg.Connection[Row]", conn)
+        except psycopg.errors.TransactionRollbackError:
+            raise  # a deadlock or a serialization failure: ours to fix, not a database down
         except _UNAVAILABLE as exc:
             raise StoreUnavailableError(
                 f"database {self.where} does not answer: {type(exc).__name__}") from None
