@@ -93,7 +93,7 @@ class PostgresStore(Queries):
         try:
             with self.pool.connection() as conn:
                 yield cast("psycopg.Connection[Row]", conn)
-        except psycopg.errors.TransactionRollbackError:
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
             raise  # a deadlock or a serialization failure: ours to fix, not a database down
         except _UNAVAILABLE as exc:
             raise StoreUnavailableError(
