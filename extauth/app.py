@@ -50,7 +50,7 @@ from extauth.errors import (
     BadRequestError,
     ExtauthError,
     UnauthorizedError,
-    UnavailableError,
+    database_unreachable,
 )
 from extauth.handoff import TokenHandoff
 from extauth.links import Links
@@ -157,8 +157,8 @@ def _translate(exc: Exception, allow: _Allow, path: str) -> ExtauthError:
     if isinstance(exc, ExtauthError):
         return exc
     if isinstance(exc, StoreUnavailableError):
-        log.warning("the database does not answer at %s: %s", path, exc)
-        return UnavailableError("The database is not reachable.", detail=str(exc))
+        log.warning("%s (at %s)", exc, path)
+        return database_unreachable()
     if isinstance(exc, Unauthorized):
         # connexion's own 401: no security scheme found a token (or an
         # Authorization header without one). A token that was found is judged by

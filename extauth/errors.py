@@ -148,3 +148,10 @@ class UnavailableError(ExtauthError):
     provider asked for cannot work as configured."""
 
     status: int = 503
+
+
+def database_unreachable() -> UnavailableError:
+    """What a caller is told when the database does not answer: never where it is
+    (the server's log says that)."""
+    return UnavailableError("The database is not reachable.",
+                            detail="it does not answer; the server's log says more")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 import sqlite3
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from extauth.errors import (
     ProviderRateLimitedError,
     UnauthorizedError,
     UnavailableError,
+    database_unreachable,
 )
 from extauth.providers.oauth import (
     DeviceAuthorization,
@@ -43,6 +45,8 @@ from extauth.settings import ProviderConfig, Settings
 from extauth.store import DeviceGrant, Link, OAuthState, Store, StoreError, utcnow
 from extauth.verdicts import Verdicts
 from extauth.webflow import STATE_TTL, hash_state, pkce_challenge, same_site
+
+log = logging.getLogger("extauth.links")
 
 # How long a device code is honoured when the provider does not say (RFC 8628
 # leaves expires_in required; GitHub's is 900 seconds).
@@ -135,7 +139,8 @@ class Links:
         try:
             await self._db(self.store.ping)
         except (sqlite3.Error, StoreError) as exc:
-            raise UnavailableError("The database is not reachable.", detail=str(exc)) from None
+            log.warning("the database does not answer: %s", exc)
+            raise database_unreachable() from None
 
     async def ready(self) -> None:
         """Raise ``UnavailableError`` saying why, unless the database answers, its

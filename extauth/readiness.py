@@ -16,11 +16,13 @@ the database:
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from extauth.errors import UnavailableError
 from extauth.store import Store, StoreError
 
+log = logging.getLogger("extauth.readiness")
 NOT_READY = "The service is not ready."
 
 
@@ -30,7 +32,8 @@ def problem(store: Store) -> str:
         store.ping()
         version = store.schema_version()
     except (sqlite3.Error, StoreError) as exc:
-        return f"the database does not answer: {exc}"
+        log.warning("not ready: %s", exc)
+        return "the database does not answer; the server's log says more"
     latest = store.latest_version
     if version < latest:
         return (f"the database schema is at version {version}, this server needs "

@@ -124,7 +124,7 @@ class Settings:
     """Everything the server needs, explicit; never read from the environment later."""
 
     # --db: a SQLite file path (or sqlite:///path), or a postgresql:// URL.
-    database: str = "extauth.db"
+    database: str = field(default="extauth.db", repr=False)  # a URL may hold a password
     # PostgreSQL's connection pool: connections per process, and how long a
     # query waits for one (and for the database) before answering 503.
     db_pool_size: int = 10

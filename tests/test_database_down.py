@@ -36,5 +36,20 @@ def test_a_database_that_is_down_is_503_and_healthz_says_so(fake: FakeProvider) 
                 body = r.json()
                 assert body["message"] == "The database is not reachable."
                 assert "does not answer" in body["detail"]
+                assert str(server.port) not in r.text  # where the database is: the log's
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://u:hunter2@db:5432/x", "postgresql://u:****@db:5432/x"),
+    ("postgresql://u@db/x?password=hunter2&sslmode=require",
+     "postgresql://u@db/x?password=****&sslmode=require"),
+    ("postgresql://u@db/x?sslmode=require&sslpassword=hunter2",
+     "postgresql://u@db/x?sslmode=require&sslpassword=****"),
+    ("postgresql://", "postgresql://"),
+])
+def test_messages_never_show_a_database_password(url: str, shown: str) -> None:
+    from extauth.store.postgres import redacted
+
+    assert redacted(url) == shown

@@ -10,6 +10,7 @@ database that does not answer raises ``StoreUnavailableError`` (503).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,14 +51,18 @@ def _params(params: Params) -> list[object]:
             for p in params]
 
 
+_SECRET_PARAM = re.compile(r"(?<=[?&])((?:ssl)?password=)[^&]*", re.IGNORECASE)
+
+
 def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its password (as the user part's or as a parameter), for
+    messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:****@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{parts.username}:****@{host}" + (f":{parts.port}" if parts.port else "")
+        url = urlunsplit(parts._replace(netloc=netloc))
+    return _SECRET_PARAM.sub(r"\1****", url)
 
 
 class PostgresStore(Queries):
