@@ -53,3 +53,23 @@ def test_messages_never_show_a_database_password(url: str, shown: str) -> None:
     from extauth.store.postgres import redacted
 
     assert redacted(url) == shown
+
+
+def test_connections_the_database_dropped_are_replaced_not_handed_out(
+        postgres_server: PostgresServer) -> None:
+    """After a restart or a failover the pool's idle connections are dead: the next
+    query gets a new one instead of an error."""
+    import psycopg
+
+    store = open_store(postgres_server.new_schema())
+    try:
+        store.migrate()
+        assert store.ping()
+        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE pid <> pg_backend_pid() AND application_name = ''"
+                          " AND backend_type = 'client backend'")
+        assert store.ping()
+        assert store.create_user("after-the-restart").name == "after-the-restart"
+    finally:
+        store.close()

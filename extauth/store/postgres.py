@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 try:
@@ -35,7 +35,7 @@ from extauth.store._schema import POSTGRES_MIGRATIONS
 
 # Any constant: the advisory lock that serialises migrations between instances.
 _MIGRATION_LOCK = 0x657874617574
-_UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
+_UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)  # LockNotAvailable is one
 
 
 @lru_cache(maxsize=512)
@@ -79,12 +79,24 @@ class PostgresStore(Queries):
         self.cipher = cipher or Cipher()
         self.timeout = timeout
         self._local = threading.local()
+        # Opened on first use, so that a store that is never used holds nothing.
         self.pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, timeout=timeout, open=True,
+            url, min_size=1, max_size=pool_size, timeout=timeout, open=False,
             kwargs={"autocommit": True, "row_factory": dict_row,
                     "connect_timeout": max(1, round(timeout))},
+            configure=self._configure,
+            # A connection the database dropped (a restart, a failover) is
+            # replaced before it is handed out, not found broken by a request.
+            check=ConnectionPool.check_connection,
             name="extauth",
         )
+        self._opening = threading.Lock()
+        self._opened = False
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        # A row another instance keeps locked is waited for as long as a
+        # connection is, then the request is answered 503, not held.
+        conn.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")
 
     def close(self) -> None:
         self.pool.close()
@@ -95,6 +107,11 @@ class PostgresStore(Queries):
         if held is not None:
             yield held
             return
+        if not self._opened:
+            with self._opening:
+                if not self._opened:
+                    self.pool.open()
+                    self._opened = True
         try:
             with self.pool.connection() as conn:
                 yield cast("psycopg.Connection[Row]", conn)
