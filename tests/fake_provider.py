@@ -225,9 +225,8 @@ class FakeProvider:
             code = "code_" + secrets.token_hex(10)
             self.codes[code] = (q.get("redirect_uri", ""), q.get("code_challenge", ""))
             sep = "&" if "?" in q.get("redirect_uri", "") else "?"
-            return RedirectResponse(
-                f"{q.get('redirect_uri')}{sep}{urlencode({'code': code, 'state': q.get('state', '')})}",
-                status_code=302)
+            answer = urlencode({"code": code, "state": q.get("state", "")})
+            return RedirectResponse(f"{q.get('redirect_uri')}{sep}{answer}", status_code=302)
 
         async def github_grant(request: Request) -> Response:
             answer = await self._record("revoke", request)

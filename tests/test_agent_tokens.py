@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from extauth import sessions
 from extauth.cli import main
-from extauth.store import Store, open_store
+from extauth.store import open_store
 from tests.conftest import Api, link, sql
 from tests.fake_provider import FakeProvider
 

@@ -44,7 +44,8 @@ def run(*args: str, env: dict[str, str] | None = None, input: str | None = None)
 def server(tmp_path: Path, fake: FakeProvider) -> Iterator[Served]:
     providers = tuple(build_provider(fake.config(**p), f"test[{i}]")
                       for i, p in enumerate(PROVIDERS))
-    settings = Settings(database=str(tmp_path / "served.db"), providers=providers, listen_seconds=1.0)
+    settings = Settings(database=str(tmp_path / "served.db"), providers=providers,
+                        listen_seconds=1.0)
     with Served(settings) as served:
         yield served
 

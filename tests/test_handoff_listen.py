@@ -22,7 +22,7 @@ from extauth import linkwatch, sessions
 from extauth.handoff import TokenHandoff
 from extauth.links import expires_at
 from extauth.settings import Settings, build_provider
-from extauth.store import Store, open_store
+from extauth.store import open_store
 from tests.conftest import Api, link
 from tests.fake_provider import FakeProvider
 from tests.served import EXECUTOR_NAME, EXECUTOR_THREADS, Served, wait_until

@@ -5,7 +5,6 @@ otherwise. ``/healthz`` stays the cheap liveness check."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -121,8 +120,8 @@ def test_readiness_costs_index_lookups_not_scans(make_api, fake: FakeProvider) -
         assert problem(store) == ""
     finally:
         store.db.conn.set_trace_callback(None)
-    on_links = [sql for sql in plans if "external_auth_links" in sql]
+    on_links = [query for query in plans if "external_auth_links" in query]
     assert len(on_links) == 2  # one sample per configured key, one look for any other key
-    for sql in on_links:
-        plan = " ".join(str(r) for r in store.db.execute(f"EXPLAIN QUERY PLAN {sql}"))
-        assert "USING COVERING INDEX" in plan or "USING INDEX" in plan, (sql, plan)
+    for query in on_links:
+        plan = " ".join(str(r) for r in store.db.execute(f"EXPLAIN QUERY PLAN {query}"))
+        assert "USING COVERING INDEX" in plan or "USING INDEX" in plan, (query, plan)

@@ -57,4 +57,4 @@ def open_store(where: str | Path, cipher: Cipher | None = None, pool_size: int =
         return PostgresStore(str(where), cipher, pool_size=pool_size, timeout=timeout)
     from extauth.store.sqlite import SQLiteStore
 
-    return SQLiteStore(sqlite_path(where), cipher)
+    return SQLiteStore(sqlite_path(where), cipher, timeout=timeout)

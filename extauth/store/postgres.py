@@ -159,15 +159,18 @@ class PostgresStore(Queries):
         return isinstance(exc, psycopg.errors.UniqueViolation)
 
     def migrate(self) -> int:
+        """Apply the pending migrations, each in a transaction of its own, under an
+        advisory lock: instances starting together apply each one once."""
         try:
-            with self._transaction():
-                self._execute("SELECT pg_advisory_xact_lock(?)", [_MIGRATION_LOCK])
-                self._execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                              "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
-                current = self.schema_version()
-                for version, script in enumerate(POSTGRES_MIGRATIONS, start=1):
-                    if version <= current:
-                        continue
+            self._execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                          "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+            for version, script in enumerate(POSTGRES_MIGRATIONS, start=1):
+                if version <= self.schema_version():
+                    continue
+                with self._transaction():
+                    self._execute("SELECT pg_advisory_xact_lock(?)", [_MIGRATION_LOCK])
+                    if version <= self.schema_version():
+                        continue  # another instance applied it meanwhile
                     # Whole, without parameters: PostgreSQL parses the statements
                     # (a function's body holds semicolons of its own).
                     self._local.conn.execute(script)

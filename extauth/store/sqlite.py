@@ -38,13 +38,21 @@ def _statements(script: str) -> Iterator[str]:
             pending = ""
 
 
+# What SQLite says when the file is held by another writer past the busy
+# timeout, or cannot be read or written at all.
+_UNAVAILABLE = ("database is locked", "database is busy", "disk I/O error",
+                "unable to open database")
+
+
 class SQLiteStore(Queries):
     """The database file, with one connection per thread, and every query."""
 
     latest_version = len(SQLITE_MIGRATIONS)
 
-    def __init__(self, path: Path | str, cipher: Cipher | None = None) -> None:
+    def __init__(self, path: Path | str, cipher: Cipher | None = None,
+                 timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = str(path)
+        self.timeout = timeout
         self.where = self.path
         self.cipher = cipher or Cipher()
         self._local = threading.local()
@@ -55,7 +63,7 @@ class SQLiteStore(Queries):
         db: sqlite_utils.Database | None = getattr(self._local, "db", None)
         if db is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 # Deleted and rewritten rows are zeroed, so no old token lingers
@@ -78,14 +86,16 @@ class SQLiteStore(Queries):
             self._local.db = None
 
     def _rows(self, sql: str, params: Params = ()) -> list[Row]:
-        cursor = self.db.execute(sql, list(params))
-        if cursor.description is None:  # a statement without RETURNING
-            return []
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        with self._unavailable():
+            cursor = self.db.execute(sql, list(params))
+            if cursor.description is None:  # a statement without RETURNING
+                return []
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def _execute(self, sql: str, params: Params = ()) -> int:
-        return int(self.db.execute(sql, list(params)).rowcount)
+        with self._unavailable():
+            return int(self.db.execute(sql, list(params)).rowcount)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -93,13 +103,29 @@ class SQLiteStore(Queries):
         if conn.in_transaction:
             yield
             return
-        conn.execute("BEGIN IMMEDIATE")
+        with self._unavailable():
+            conn.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        with self._unavailable():
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """The file locked past the busy timeout, or unreadable: the database does
+        not answer (503), like a PostgreSQL server that is down. Other errors are
+        ours to fix."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if not any(word in text for word in _UNAVAILABLE):
+                raise
+            raise StoreUnavailableError(
+                f"database {self.path} does not answer: {text}") from None
 
     def _ts(self, value: datetime | None) -> str | None:
         if value is None:
@@ -107,19 +133,20 @@ class SQLiteStore(Queries):
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     def migrate(self) -> int:
+        """Apply the pending migrations, each in a transaction of its own."""
         db = self.db
         try:
             if db.journal_mode != "wal":
                 db.enable_wal()
-            with self._transaction():
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations "
-                    "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-                )
-                row = db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
-                current = row[0] or 0
-                for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
-                    if version <= current:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                       "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
+                if version <= self.schema_version():
+                    continue
+                with self._transaction():
+                    # Again under the write lock: another process may have just
+                    # applied it.
+                    if version <= self.schema_version():
                         continue
                     for statement in _statements(script):
                         db.execute(statement)
