@@ -388,16 +388,22 @@ def split_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _env_number(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
+def _env_number(env: Mapping[str, str], name: str, kind: type, default: Any, *,
+                at_least: float | None = None, more_than: float | None = None) -> Any:
     value = env.get(name)
     if value is None or value == "":
         return default
     try:
-        return kind(value)
+        number = kind(value)
     except ValueError:
         raise ConfigError(
             f"{name} has value {value!r}. Not a valid {kind.__name__}"
         ) from None
+    if at_least is not None and not number >= at_least:
+        raise ConfigError(f"{name} has value {value!r}. It must be {at_least:g} or more")
+    if more_than is not None and not number > more_than:
+        raise ConfigError(f"{name} has value {value!r}. It must be more than {more_than:g}")
+    return number
 
 
 def load_settings(
@@ -415,12 +421,13 @@ def load_settings(
         config = "extauth.yaml"
     base = Settings(
         database=env.get("EXTAUTH_DB") or "extauth.db",
-        db_pool_size=_env_number(env, "EXTAUTH_DB_POOL_SIZE", int, 10),
-        db_timeout=_env_number(env, "EXTAUTH_DB_TIMEOUT", float, 5.0),
+        db_pool_size=_env_number(env, "EXTAUTH_DB_POOL_SIZE", int, 10, at_least=1),
+        db_timeout=_env_number(env, "EXTAUTH_DB_TIMEOUT", float, 5.0, more_than=0),
         host=env.get("EXTAUTH_HOST") or "127.0.0.1",
         port=_env_number(env, "EXTAUTH_PORT", int, 8080),
         access_url=env.get("EXTAUTH_ACCESS_URL", ""),
-        provider_timeout=_env_number(env, "EXTAUTH_PROVIDER_TIMEOUT", float, 5.0),
+        provider_timeout=_env_number(env, "EXTAUTH_PROVIDER_TIMEOUT", float, 5.0,
+                                      more_than=0),
         validate_responses=parse_bool("EXTAUTH_VALIDATE_RESPONSES",
                                       env.get("EXTAUTH_VALIDATE_RESPONSES") or "false"),
         max_body_bytes=_env_number(env, "EXTAUTH_MAX_BODY_BYTES", int, 64 * 1024),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from extauth.cli import RedactFilter, main
+from extauth.store._schema import SQLITE_MIGRATIONS
 from tests.live import EXTAUTH
 from tests.postgres import PostgresServer
 
@@ -207,3 +209,66 @@ def test_a_bare_postgresql_url_takes_the_pg_variables(postgres_server: PostgresS
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert store_at(url).get_user("zed") is not None
+
+
+# -- extauth db: migrate and copy -------------------------------------------------------
+
+
+def _deployment(where: str, *names: str) -> None:
+    for name in names:
+        assert run("users", "create", name, "--db", where).exit_code == 0
+
+
+def test_db_copy_refuses_a_target_holding_other_rows(db: str, tmp_path: Path, store_at) -> None:
+    source = str(tmp_path / "source.db")
+    _deployment(source, "alice", "bob")
+    _deployment(db, "mallory")
+    r = run("db", "copy", "--from", source, "--to", db)
+    assert r.exit_code == 1
+    assert "already holds rows that are not the source's: users (1 row(s))" in r.stderr
+    assert [u.name for u in store_at(db).list_users()] == ["mallory"]
+
+
+def test_db_copy_goes_on_where_an_interrupted_copy_stopped(db: str, tmp_path: Path,
+                                                            store_at) -> None:
+    source = str(tmp_path / "source.db")
+    _deployment(source, "alice", "bob", "carol")
+    from extauth.store._copy import TABLES
+
+    target = store_at(db)
+    target.migrate()
+    users = TABLES[0]
+    target.insert_rows(users, next(store_at(source).rows_after(users, None, 2)))
+    r = run("db", "copy", "--from", source, "--to", db)
+    assert r.exit_code == 0, r.stderr
+    assert "users: 1 copied, 3 of 3 there" in r.stderr
+    assert [u.name for u in target.list_users()] == ["alice", "bob", "carol"]
+
+
+def test_db_copy_never_creates_nor_migrates_its_source(db: str, tmp_path: Path,
+                                                       store_at) -> None:
+    missing = tmp_path / "missing.db"
+    r = run("db", "copy", "--from", str(missing), "--to", db)
+    assert r.exit_code == 1 and f"--from: no database file at {missing}" in r.stderr
+    assert not missing.exists()
+    # a source one migration behind (as after an upgrade) is left as it is
+    old = str(tmp_path / "old.db")
+    latest = len(SQLITE_MIGRATIONS)
+    with sqlite3.connect(old) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                     "applied_at TEXT NOT NULL)")
+        for version, script in enumerate(SQLITE_MIGRATIONS[:-1], start=1):
+            conn.executescript(script)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, '2026-01-01')", [version])
+        conn.execute("INSERT INTO users (name, created_at) VALUES ('alice', '2026-01-01')")
+    conn.close()
+    store = store_at(old)
+    r = run("db", "copy", "--from", old, "--to", db)
+    assert r.exit_code == 1
+    assert (f"at schema version {latest - 1}, this extauth copies version {latest}: "
+            f"run 'extauth db migrate --db {old}' first") in r.stderr
+    assert store.schema_version() == latest - 1
+    r = run("db", "migrate", "--db", old)
+    assert r.exit_code == 0 and f"at schema version {latest}" in r.stderr
+    assert run("db", "copy", "--from", old, "--to", db).exit_code == 0
+    assert [u.name for u in store_at(db).list_users()] == ["alice"]

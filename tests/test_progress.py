@@ -72,6 +72,12 @@ def test_audit_prune_deletes_old_events_in_batches(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["audit", "prune", "--db", str(db)],
                            env={"EXTAUTH_AUDIT_RETENTION_DAYS": "5"})
     assert r.stderr.splitlines()[-1] == "deleted 1 audit event(s) older than 5 day(s)"
+    # the group's --db names the database to prune too
+    store.insert_audit(AuditEvent("link", at=utcnow() - timedelta(days=10)))
+    r = CliRunner().invoke(main, ["audit", "--db", str(db), "prune", "--older-than", "5"])
+    assert r.exit_code == 0 and r.stderr.splitlines()[-1].startswith("deleted 1 audit event")
+    r = CliRunner().invoke(main, ["audit", "--user", "alice", "prune", "--db", str(db)])
+    assert r.exit_code == 2 and "'audit prune' deletes by age only" in r.stderr
     # the trail is still shown by the group itself
     r = CliRunner().invoke(main, ["audit", "--db", str(db)])
     assert r.exit_code == 0 and r.stdout.count("\tlink\t") == 1

@@ -240,6 +240,10 @@ def test_metrics_address_and_shutdown_seconds_from_env() -> None:
     ({"EXTAUTH_METRICS_ADDRESS": "127.0.0.1:8080"}, "needs a port of its own, not the API's"),
     ({"EXTAUTH_SHUTDOWN_SECONDS": "-1"}, "Not a number of seconds"),
     ({"EXTAUTH_SHUTDOWN_SECONDS": "soon"}, "EXTAUTH_SHUTDOWN_SECONDS has value 'soon'"),
+    ({"EXTAUTH_DB_POOL_SIZE": "0"}, "EXTAUTH_DB_POOL_SIZE has value '0'. It must be 1 or more"),
+    ({"EXTAUTH_DB_TIMEOUT": "0"}, "EXTAUTH_DB_TIMEOUT has value '0'. It must be more than 0"),
+    ({"EXTAUTH_DB_TIMEOUT": "nan"}, "EXTAUTH_DB_TIMEOUT has value 'nan'. It must be more"),
+    ({"EXTAUTH_PROVIDER_TIMEOUT": "-1"}, "EXTAUTH_PROVIDER_TIMEOUT has value '-1'. It must"),
 ])
 def test_bad_operations_settings_name_the_culprit(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

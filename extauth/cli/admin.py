@@ -287,10 +287,9 @@ def keys_rotate(db: str | None, batch: int) -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=100, show_default=True)
 def keys_decrypt(db: str | None, batch: int) -> None:
     """Store every link's tokens in plain text again (to stop using encryption)."""
-    store = open_store(db)
-    plain = Cipher(store.cipher.keys, write_plain=True)
-    _reseal(store_for(cli_settings(database=db, providers=()), plain), batch, "decrypted",
-            "decrypting links")
+    settings = cli_settings(database=db, providers=())
+    plain = Cipher(settings.encryption_keys, write_plain=True)
+    _reseal(store_for(settings, plain), batch, "decrypted", "decrypting links")
 
 
 @main.group(invoke_without_command=True)
@@ -304,6 +303,10 @@ def audit(ctx: click.Context, db: str | None, user_name: str | None, provider_id
     """Show the audit trail, newest first (never a token); 'audit prune' deletes
     old events."""
     if ctx.invoked_subcommand is not None:
+        if user_name or provider_id:
+            raise click.UsageError("--user and --provider choose what the listing shows; "
+                                   "'audit prune' deletes by age only")
+        ctx.obj = db  # 'audit --db X prune' means prune X
         return
     for e in open_store(db).audit_events(user_name, provider_id, limit):
         at = f"{e.at:%Y-%m-%d %H:%M:%S}Z" if e.at else ""
@@ -316,9 +319,10 @@ def audit(ctx: click.Context, db: str | None, user_name: str | None, provider_id
 @click.option("--older-than", "days", type=click.IntRange(min=0), metavar="DAYS",
               help="Delete events older than this many days "
                    "[default: EXTAUTH_AUDIT_RETENTION_DAYS, 90]")
-def audit_prune(db: str | None, days: int | None) -> None:
+@click.pass_obj
+def audit_prune(group_db: str | None, db: str | None, days: int | None) -> None:
     """Delete old audit events, in small batches (the server does it at start too)."""
-    store = open_store(db)
+    store = open_store(db or group_db)
     if days is None:
         days = cli_settings(providers=()).audit_retention_days
     trail = Audit(store, timedelta(days=days))

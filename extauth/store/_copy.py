@@ -9,8 +9,9 @@ target's own triggers.
 
 Each table is copied in key order, a batch per transaction, after the
 largest key the target already holds: a copy that stops part-way goes on
-where it stopped when run again. Times are carried as times, whatever each
-database stores them as.
+where it stopped when run again on the same, unchanged source. A target
+holding rows that are not the start of the source's is refused. Times are
+carried as times, whatever each database stores them as.
 """
 
 from __future__ import annotations
@@ -67,10 +68,33 @@ class CopyQueries(StoreBase):
 
     def last_key(self, table: Table) -> tuple[Any, ...] | None:
         """The largest key of ``table`` here (None when it is empty)."""
-        order = ", ".join(f"{k} DESC" for k in table.key)
+        return self._end_key(table, "DESC")
+
+    def first_key(self, table: Table) -> tuple[Any, ...] | None:
+        """The smallest key of ``table`` here (None when it is empty)."""
+        return self._end_key(table, "ASC")
+
+    def _end_key(self, table: Table, order: str) -> tuple[Any, ...] | None:
         row = self._one(f"SELECT {', '.join(table.key)} FROM {table.name} "
-                        f"ORDER BY {order} LIMIT 1")
+                        f"ORDER BY {', '.join(f'{k} {order}' for k in table.key)} LIMIT 1")
         return tuple(row[k] for k in table.key) if row else None
+
+    def row_at(self, table: Table, key: tuple[Any, ...]) -> Row | None:
+        """The row of ``table`` with that key, times as datetimes."""
+        row = self._one(f"SELECT {', '.join(table.columns)} FROM {table.name} WHERE "
+                        f"({', '.join(table.key)}) = ({', '.join('?' for _ in table.key)})",
+                        list(key))
+        if row is not None:
+            for column in table.times:
+                row[column] = _dt(row[column])
+        return row
+
+    def count_through(self, table: Table, key: tuple[Any, ...]) -> int:
+        """How many rows of ``table`` have a key up to ``key``, included."""
+        row = self._one(f"SELECT COUNT(*) AS n FROM {table.name} WHERE "
+                        f"({', '.join(table.key)}) <= ({', '.join('?' for _ in table.key)})",
+                        list(key))
+        return int(row["n"]) if row else 0
 
     def rows_after(self, table: Table, after: tuple[Any, ...] | None,
                    size: int) -> Iterator[list[Row]]:

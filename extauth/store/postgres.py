@@ -162,8 +162,12 @@ class PostgresStore(Queries):
         """Apply the pending migrations, each in a transaction of its own, under an
         advisory lock: instances starting together apply each one once."""
         try:
-            self._execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                          "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+            with self._transaction():
+                # Under the lock too: two CREATE ... IF NOT EXISTS at once can
+                # both try to create the table's type.
+                self._execute("SELECT pg_advisory_xact_lock(?)", [_MIGRATION_LOCK])
+                self._execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                              "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
             for version, script in enumerate(POSTGRES_MIGRATIONS, start=1):
                 if version <= self.schema_version():
                     continue
