@@ -13,7 +13,6 @@ import gc
 import http
 import json
 import logging
-import os
 import re
 import warnings
 from collections.abc import AsyncIterator
@@ -301,5 +300,4 @@ def create_app(settings: Settings) -> Observed:
 
 def create_app_from_env() -> Observed:
     """Factory for uvicorn workers: settings come from ``EXTAUTH_*`` variables."""
-    demo = os.environ.get("EXTAUTH_DEMO", "") == "1"
-    return create_app(load_settings(demo=demo or None))
+    return create_app(load_settings())

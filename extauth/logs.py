@@ -35,7 +35,7 @@ from urllib.parse import unquote_plus
 
 from uvicorn.logging import DefaultFormatter
 
-FORMATS = ("text", "json")
+from extauth.settings import LOG_FORMATS
 
 # Query parameters whose values never reach a log line: the session token in
 # both of Coder's names, and the OAuth values a browser carries back.
@@ -170,8 +170,8 @@ def _text(value: Any) -> str:
 
 def formatter(name: str) -> logging.Formatter:
     """The formatter for ``--log-format NAME``."""
-    if name not in FORMATS:
-        raise ValueError(f"log format {name!r} is not one of {', '.join(FORMATS)}")
+    if name not in LOG_FORMATS:
+        raise ValueError(f"log format {name!r} is not one of {', '.join(LOG_FORMATS)}")
     return JsonFormatter() if name == "json" else TextFormatter()
 
 

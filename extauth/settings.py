@@ -119,6 +119,10 @@ _DERIVED = {"notes", "unusable", "warnings"}
 _KEYS = {f.name for f in fields(ProviderConfig)} - _QUIRKS - _DERIVED
 
 
+# --log-format: lines for people, or one JSON object per line.
+LOG_FORMATS = ("text", "json")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server needs, explicit; never read from the environment later."""
@@ -145,6 +149,10 @@ class Settings:
     validate_cache_seconds: float = 5.0
     # Seconds before an unconfirmed revocation is tried again (doubling).
     revoke_retry_seconds: float = 30.0
+    # --log-format and --access-log: how the server's lines look, and whether
+    # each request gets one.
+    log_format: str = "text"
+    access_log: bool = True
     # "host:port" of the Prometheus listener ("": no metrics).
     metrics_address: str = ""
     # Seconds that requests, refreshes and revocations in flight get to finish
@@ -438,6 +446,8 @@ def load_settings(
         stock_connexion=parse_bool("EXTAUTH_STOCK_CONNEXION",
                                    env.get("EXTAUTH_STOCK_CONNEXION") or "false"),
         metrics_address=env.get("EXTAUTH_METRICS_ADDRESS", ""),
+        log_format=env.get("EXTAUTH_LOG_FORMAT") or "text",
+        access_log=parse_bool("EXTAUTH_ACCESS_LOG", env.get("EXTAUTH_ACCESS_LOG") or "true"),
         shutdown_seconds=_env_number(env, "EXTAUTH_SHUTDOWN_SECONDS", float, 10.0),
         listen_seconds=_env_number(env, "EXTAUTH_LISTEN_SECONDS", float, 55.0),
     )
@@ -451,6 +461,9 @@ def load_settings(
     if settings.listen_seconds <= 0:
         raise ConfigError(f"EXTAUTH_LISTEN_SECONDS has value {settings.listen_seconds:g}. "
                           "It must be more than 0")
+    if settings.log_format not in LOG_FORMATS:
+        raise ConfigError(f"EXTAUTH_LOG_FORMAT has value {settings.log_format!r}. "
+                          f"Use one of {', '.join(LOG_FORMATS)}")
     if settings.access_url and not _valid_url(settings.access_url):
         raise ConfigError(f"access URL {settings.access_url!r} is not an http(s) URL")
     if settings.metrics_address:

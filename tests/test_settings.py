@@ -240,6 +240,8 @@ def test_metrics_address_and_shutdown_seconds_from_env() -> None:
     ({"EXTAUTH_METRICS_ADDRESS": "127.0.0.1:8080"}, "needs a port of its own, not the API's"),
     ({"EXTAUTH_SHUTDOWN_SECONDS": "-1"}, "Not a number of seconds"),
     ({"EXTAUTH_SHUTDOWN_SECONDS": "soon"}, "EXTAUTH_SHUTDOWN_SECONDS has value 'soon'"),
+    ({"EXTAUTH_LOG_FORMAT": "xml"}, "EXTAUTH_LOG_FORMAT has value 'xml'. Use one of text, json"),
+    ({"EXTAUTH_ACCESS_LOG": "maybe"}, "EXTAUTH_ACCESS_LOG has value 'maybe'. Not a valid boolean"),
     ({"EXTAUTH_DB_POOL_SIZE": "0"}, "EXTAUTH_DB_POOL_SIZE has value '0'. It must be 1 or more"),
     ({"EXTAUTH_DB_TIMEOUT": "0"}, "EXTAUTH_DB_TIMEOUT has value '0'. It must be more than 0"),
     ({"EXTAUTH_DB_TIMEOUT": "nan"}, "EXTAUTH_DB_TIMEOUT has value 'nan'. It must be more"),
@@ -248,6 +250,15 @@ def test_metrics_address_and_shutdown_seconds_from_env() -> None:
 def test_bad_operations_settings_name_the_culprit(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(env, providers=())
+
+
+def test_log_settings_from_the_environment() -> None:
+    s = load_settings({"EXTAUTH_LOG_FORMAT": "json", "EXTAUTH_ACCESS_LOG": "false"},
+                      providers=())
+    assert (s.log_format, s.access_log) == ("json", False)
+    s = load_settings({"EXTAUTH_LOG_FORMAT": "json"}, providers=(), log_format="text",
+                      access_log=True)  # the command line wins
+    assert (s.log_format, s.access_log) == ("text", True)
 
 
 def test_listen_seconds_from_the_environment() -> None:

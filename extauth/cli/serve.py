@@ -14,10 +14,10 @@ from typing import Any
 
 import click
 
-from extauth import logs, metrics, sessions
+from extauth import metrics, sessions
 from extauth.cli._base import cli_settings, config_option, db_option, main, store_for
 from extauth.logs import SECRET_PARAMS, redact_query
-from extauth.settings import Settings
+from extauth.settings import LOG_FORMATS, Settings
 from extauth.store import Store
 
 __all__ = ["SECRET_PARAMS", "RedactFilter", "redact_query", "serve"]
@@ -82,7 +82,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 @click.option("--access-log/--no-access-log", default=None,
               help="Log every request (token query parameters masked) "
                    "[env EXTAUTH_ACCESS_LOG; default on]")
-@click.option("--log-format", type=click.Choice(logs.FORMATS),
+@click.option("--log-format", type=click.Choice(LOG_FORMATS),
               help="Log lines as text or as JSON objects [env EXTAUTH_LOG_FORMAT; default text]")
 @click.option("--metrics-address", metavar="HOST:PORT",
               help="Serve Prometheus metrics here, apart from the API "
@@ -111,18 +111,12 @@ def serve(
 
     if demo and workers > 1:
         raise click.UsageError("--demo keeps its provider in memory and runs one worker only")
-    log_format = log_format or os.environ.get("EXTAUTH_LOG_FORMAT") or "text"
-    if log_format not in logs.FORMATS:
-        raise click.ClickException(f"EXTAUTH_LOG_FORMAT has value {log_format!r}; "
-                                   f"allowed: {', '.join(logs.FORMATS)}")
     settings = cli_settings(host=host, port=port, database=db, config=config,
                          access_url=access_url, workers=workers, demo=demo or None,
-                         metrics_address=metrics_address)
-    if access_log is None:
-        access_log = os.environ.get("EXTAUTH_ACCESS_LOG", "true").lower() not in (
-            "false", "0", "no", "off")
+                         metrics_address=metrics_address, log_format=log_format,
+                         access_log=access_log)
     # What this process says before uvicorn starts goes out in the same format.
-    config_of_logs = log_config(log_format, access_log)
+    config_of_logs = log_config(settings.log_format, settings.access_log)
     logging.config.dictConfig(config_of_logs)
     store = store_for(settings)
     for problem in settings.config_warnings():
@@ -132,6 +126,7 @@ def serve(
     elif not settings.providers:
         log.warning("no provider is configured (see --config, CODER_EXTERNAL_AUTH_0_*); "
                     "try 'extauth serve --demo'")
+    store.close()  # migrated; the app opens its own
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
