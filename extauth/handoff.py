@@ -18,7 +18,7 @@ import json
 import re
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -51,8 +51,8 @@ class HandedToken:
     """What the hand-off answers: the token, or where the user links."""
 
     provider: ProviderConfig
-    access_token: str = ""
-    token_extra: dict[str, Any] | None = None
+    access_token: str = field(default="", repr=False)
+    token_extra: dict[str, Any] | None = field(default=None, repr=False)
     # The page where the user links; "" when there is a token.
     url: str = ""
     expires_at: datetime | None = None

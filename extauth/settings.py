@@ -46,7 +46,7 @@ class ProviderConfig:
     id: str
     type: str
     client_id: str
-    client_secret: str = ""
+    client_secret: str = field(default="", repr=False)
     auth_url: str = ""
     token_url: str = ""
     validate_url: str = ""

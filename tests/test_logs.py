@@ -219,3 +219,31 @@ def test_the_context_filter_adds_the_requests_fields() -> None:
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="'xml' is not one of text, json"):
         formatter("xml")
+
+
+def test_records_holding_secrets_never_show_them_in_their_repr() -> None:
+    """A record logged with %r, or shown in a traceback's locals, names no secret."""
+    from datetime import UTC, datetime
+
+    from extauth.cli.clients import Answer as ClientAnswer
+    from extauth.handoff import HandedToken
+    from extauth.providers.oauth import DeviceAuthorization, TokenSet
+    from extauth.settings import ProviderConfig
+    from extauth.store.records import Link, OAuthState, PendingRevocation
+
+    now = datetime.now(UTC)
+    provider = ProviderConfig(id="gh", type="github", client_id="cid", client_secret="s3cret-cs")
+    records = [
+        provider,
+        TokenSet("s3cret-at", "s3cret-rt", 60, {"id_token": "s3cret-id"}),
+        DeviceAuthorization("s3cret-dc", "ABCD-EFGH", "https://x/device", 900, 5),
+        HandedToken(provider, "s3cret-at", {"k": "s3cret-extra"}),
+        Link(1, "gh", "s3cret-at", "s3cret-rt", None, now, now, {"k": "s3cret-extra"}),
+        OAuthState(1, "gh", "s3cret-verifier", "/", now),
+        PendingRevocation("r1", 1, "alice", "gh", "s3cret-at", "s3cret-rt", "unlink", now, 0,
+                          now, "", now),
+        ClientAnswer("s3cret-at", {"k": "s3cret-extra"}, "", "github", "oauth2", "s3cret-pw",
+                     None),
+    ]
+    for record in records:
+        assert "s3cret" not in repr(record), repr(record)

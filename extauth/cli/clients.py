@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -54,12 +54,12 @@ class ClientError(click.ClickException):
 class Answer:
     """The hand-off's answer (``ExternalAuthResponse``)."""
 
-    access_token: str
-    token_extra: Any
+    access_token: str = field(repr=False)
+    token_extra: Any = field(repr=False)
     url: str
     type: str
     username: str
-    password: str
+    password: str = field(repr=False)
     expires: datetime | None
 
     @classmethod

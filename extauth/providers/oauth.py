@@ -55,7 +55,7 @@ class OAuthError(Exception):
 
 @dataclass(frozen=True)
 class DeviceAuthorization:
-    device_code: str
+    device_code: str = field(repr=False)
     user_code: str
     verification_uri: str
     expires_in: int
@@ -64,8 +64,8 @@ class DeviceAuthorization:
 
 @dataclass(frozen=True)
 class TokenSet:
-    access_token: str
-    refresh_token: str
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
     expires_in: int | None
     # The token response's values for the provider's ``extra_token_keys``.
     extra: dict[str, Any] = field(default_factory=dict, repr=False)

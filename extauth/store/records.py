@@ -42,7 +42,7 @@ class OAuthState:
 
     user_id: int
     provider_id: str
-    code_verifier: str
+    code_verifier: str = field(repr=False)
     redirect: str
     expires_at: datetime
 
@@ -62,12 +62,12 @@ class Link:
 
     user_id: int
     provider_id: str
-    access_token: str
-    refresh_token: str
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
     expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
     refresh_failure_reason: str = ""
     refresh_failed_at: datetime | None = None
     # Bumped by every write of the tokens: a write that depends on what was
@@ -123,8 +123,8 @@ class PendingRevocation:
     user_id: int
     user_name: str
     provider_id: str
-    access_token: str
-    refresh_token: str
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
     reason: str
     created_at: datetime
     attempts: int
