@@ -31,7 +31,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 from uvicorn.logging import DefaultFormatter
 
@@ -71,9 +71,16 @@ def redact_query(target: str) -> str:
         return target
     parts = []
     for part in query.split("&"):
-        name, eq, _ = part.partition("=")
+        name, eq, value = part.partition("=")
         if eq and unquote_plus(name) in SECRET_PARAMS:
             part = f"{name}=****"
+        elif eq and unquote_plus(name) == "redirect":
+            # Where the sign-in page sends the browser back to, with its own
+            # query: a callback's code and state, encoded once more.
+            inner = unquote_plus(value)
+            masked = redact_query(inner)
+            if masked != inner:
+                part = f"{name}={quote(masked, safe='/*')}"
         parts.append(part)
     return f"{path}?{'&'.join(parts)}"
 

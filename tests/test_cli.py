@@ -179,6 +179,11 @@ def test_access_log_redacts_session_tokens() -> None:
     ("/cb?code=c0de&state=st4te&redirect=%2Fw", "/cb?code=****&state=****&redirect=%2Fw"),
     ("/x?coder_session_token", "/x?coder_session_token"),
     ("/x", "/x"),
+    # a callback's query carried back through the sign-in page, encoded once more
+    ("/login?redirect=%2Fexternal-auth%2Fgh%2Fcallback%3Fcode%3Dc0de%26state%3Dst4te",
+     "/login?redirect=/external-auth/gh/callback%3Fcode%3D****%26state%3D****"),
+    ("/login?redirect=%2Flogin%3Fredirect%3D%252Fcb%253Fcode%253Dc0de",
+     "/login?redirect=/login%3Fredirect%3D/cb%253Fcode%253D****"),
 ])
 def test_access_log_redaction_reads_names_as_the_server_does(target: str, shown: str) -> None:
     from extauth.cli.serve import redact_query
