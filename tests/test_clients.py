@@ -176,6 +176,13 @@ def test_a_token_file_only_its_owner_reads(server: Served, store: Store, agent: 
         assert r.exit_code == 1 and "is readable by others" in r.stderr
         assert f"chmod 600 {path}" in r.stderr and access not in r.stdout
     path.chmod(0o600)
+    # the file named on the command line wins over a token in the environment
+    r = run("access-token", "fake", "--token-file", str(path),
+            env={"EXTAUTH_URL": server.url, "EXTAUTH_TOKEN": "stale-token"})
+    assert (r.exit_code, r.stdout) == (0, access + "\n")
+    r = run("access-token", "fake", "--token-file", str(path), "--token", agent,
+            env={"EXTAUTH_URL": server.url})
+    assert r.exit_code == 2 and "--token and --token-file both give a token" in r.stderr
     path.write_text("\n")
     r = run("access-token", "fake", "--token-file", str(path), env={"EXTAUTH_URL": server.url})
     assert r.exit_code == 1 and "is empty" in r.stderr

@@ -171,9 +171,12 @@ def _capped(delay: float, deadline: float | None) -> float:
 
 def _client(url: str | None, token: str | None, token_file: Path | None) -> HandoffClient:
     base = url or os.environ.get("CODER_AGENT_URL") or DEFAULT_URL
-    if token is None and token_file is not None:
+    if token is not None and token_file is not None:
+        raise click.UsageError("--token and --token-file both give a token: pass one")
+    # What the command line names wins over the environment.
+    if token_file is not None:
         token = read_token_file(token_file)
-    token = token or os.environ.get("CODER_AGENT_TOKEN")
+    token = token or os.environ.get("EXTAUTH_TOKEN") or os.environ.get("CODER_AGENT_TOKEN")
     if not token:
         raise click.UsageError(
             "no token: pass --token or --token-file, or set EXTAUTH_TOKEN (or CODER_AGENT_TOKEN)")
@@ -184,7 +187,7 @@ url_option = click.option(
     "--url", envvar="EXTAUTH_URL", metavar="URL",
     help=f"extauth's base URL [env EXTAUTH_URL, CODER_AGENT_URL; default {DEFAULT_URL}]")
 token_option = click.option(
-    "--token", envvar="EXTAUTH_TOKEN", metavar="TOKEN",
+    "--token", metavar="TOKEN",
     help="An agent token or session token [env EXTAUTH_TOKEN, CODER_AGENT_TOKEN]")
 token_file_option = click.option(
     "--token-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
