@@ -30,7 +30,6 @@ import contextvars
 import heapq
 import itertools
 import logging
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -148,8 +147,13 @@ class LinkWatcher:
             try:
                 self.reads += 1
                 rows = await off_loop(self.store.links_changed_since, since)
-            except (sqlite3.Error, StoreError) as exc:
+            except StoreError as exc:
                 log.warning("cannot read which links changed: %s", exc)
+                continue
+            except Exception:
+                # Anything else is a bug, but this look-out must go on: the
+                # waiters' deadlines are kept by it.
+                log.exception("cannot read which links changed")
                 continue
             since = started - MARGIN
             seen: dict[Key, str] = {}
