@@ -259,7 +259,8 @@ def test_a_thousand_dropped_listeners_leave_no_task_thread_or_memory(
         tracemalloc.stop()
     assert server.tasks() == tasks
     # No thread started since (one an earlier test left idle may have ended).
-    assert own_threads() <= threads
+    started = {t.name for t in threading.enumerate() if (t.ident or 0) in own_threads() - threads}
+    assert not started, started
     # The loop's executor (the database calls) keeps at most its fixed pool.
     pool = [t for t in threading.enumerate() if t.name.startswith(server.executor + "_")]
     assert len(pool) <= EXECUTOR_THREADS
