@@ -37,6 +37,7 @@ CLAIM = timedelta(minutes=2)
 IDLE_POLL_S = 30.0
 # Revocation styles that end every token of the user's app authorization.
 GRANT_WIDE = frozenset({"github"})
+SUPERSEDED = "linked again before the provider confirmed revocation"
 
 
 def _session(pending: PendingRevocation) -> Session:
@@ -89,8 +90,7 @@ class Revocations:
             return
         dropped = await off_loop(self.store.drop_pending_revocations, session.user_id, p.id)
         if dropped:
-            await self.audit.record(session, p.id, "revoke", "superseded",
-                                    "linked again before the provider confirmed revocation")
+            await self.audit.record(session, p.id, "revoke", "superseded", SUPERSEDED)
 
     async def first_attempt(self, session: Session, p: ProviderConfig, rid: str,
                             access_token: str, refresh_token: str) -> Revocation:
@@ -155,6 +155,13 @@ class Revocations:
             error = pending.decrypt_error or "the provider is not configured to revoke"
             await off_loop(self.store.revocation_failed, pending.id, error,
                            utcnow() + self._wait(pending.attempts + 1))
+            return
+        if p.revoke_style in GRANT_WIDE and await off_loop(
+                self.store.get_link, pending.user_id, p.id) is not None:
+            # Linked again after this record was claimed (or by a path that did
+            # not drop it): revoking the grant would end the new link.
+            await off_loop(self.store.revocation_done, pending.id)
+            await self.audit.record(session, p.id, "revoke", "superseded", SUPERSEDED)
             return
         result = await self.client.revoke(p, pending.access_token, pending.refresh_token)
         if result.revoked:

@@ -252,6 +252,23 @@ def test_linking_again_drops_a_grant_wide_revocation(make_api, fake: FakeProvide
     assert ("revoke", "superseded") in [(e.action, e.outcome) for e in api.store.audit_events()]
 
 
+def test_a_grant_wide_retry_never_ends_a_link_made_since(make_api,
+                                                          fake: FakeProvider) -> None:
+    """A link that reached the database without dropping the pending record (it
+    was claimed for a retry at that moment): the retry drops it, unsent."""
+    api = make_api(fake.config(type="github", revoke_url=f"{fake.url}/applications/x/grant"),
+                   revoke_retry_seconds=0.2)
+    headers = api.login()
+    link(api, fake)
+    fake.script("revoke", Answer(status=503, text="down"))
+    assert api.delete(FAKE, headers=headers).json()["token_revoked"] is False
+    access, _ = link(api, fake)  # written as another instance would, mid-claim
+    wait_until(lambda: not api.store.pending_revocations())
+    assert ("revoke", "superseded") in [(e.action, e.outcome) for e in api.store.audit_events()]
+    assert len(fake.seen("revoke")) == 1 and access not in fake.revoked
+    assert api.get(FAKE, headers=headers).json()["authenticated"] is True
+
+
 # -- what a provider says, as clients see it ------------------------------------------
 
 
