@@ -13,7 +13,7 @@ import logging
 import secrets
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from extauth import readiness
@@ -283,9 +283,11 @@ class Links:
         if not p.device_flow:
             raise BadRequestError("Git auth device flow not supported.")
         device = await self.client.device_authorize(p)
-        lifetime = timedelta(seconds=device.expires_in or DEVICE_CODE_TTL_S)
+        if device.expires_in <= 0:  # not said: the caller learns the lifetime we keep
+            device = replace(device, expires_in=DEVICE_CODE_TTL_S)
         await self._db(self.store.insert_device_grant, hash_secret(device.device_code),
-                       DeviceGrant(session.user_id, p.id, utcnow() + lifetime))
+                       DeviceGrant(session.user_id, p.id,
+                                   utcnow() + timedelta(seconds=device.expires_in)))
         return device
 
     async def exchange_device(self, session: Session, provider_id: str, device_code: str) -> Link:

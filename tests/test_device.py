@@ -47,6 +47,18 @@ def test_device_start_reads_a_form_encoded_answer(api: Api, fake: FakeProvider) 
     assert r.json()["expires_in"] == 899
 
 
+@pytest.mark.parametrize("expires_in", [None, 0, -5])
+def test_device_start_without_a_lifetime_says_the_one_kept(api: Api, fake: FakeProvider,
+                                                            expires_in: int | None) -> None:
+    body = {"device_code": "dc_x", "user_code": "ABCD-EFGH",
+            "verification_uri": "https://github.com/login/device", "interval": 5}
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    fake.script("device", Answer(json=body))
+    r = api.get(DEVICE, headers=api.login())
+    assert r.status_code == 200 and r.json()["expires_in"] == 900
+
+
 @pytest.mark.parametrize("answer, detail_part", [
     (Answer(status=500, text="boom"), "boom"),
     (Answer(text="<html>hello</html>", content_type="text/html"), "text/html"),
