@@ -186,6 +186,20 @@ def test_provider_down_during_exchange_is_502(api: Api, fake: FakeProvider) -> N
     assert r.status_code == 502 and "'fake'" in r.json()["message"]
 
 
+def test_provider_rate_limiting_the_exchange_is_429(api: Api, fake: FakeProvider) -> None:
+    """Said as the contract declares it (responses are validated here)."""
+    headers = api.login()
+    back = _provider_approves(_start(api, headers))
+    fake.script("token", Answer(status=429, text="slow down", headers={"Retry-After": "7"}))
+    r = api.get(back, headers=headers, follow_redirects=False)
+    assert r.status_code == 429, r.text
+    assert r.headers["retry-after"] == "7"
+    spec = api.get("/api/v2/openapi.json").json()
+    for path in (CALLBACK, "/gitauth/fake/callback"):
+        declared = spec["paths"][path.replace("fake", "{externalauth}")]["get"]["responses"]
+        assert "429" in declared, path
+
+
 @pytest.mark.parametrize("credentials", [
     {}, {"Cookie": "coder_session_token=0123456789-" + "x" * 22}])
 def test_a_browser_without_a_session_is_sent_to_sign_in(
