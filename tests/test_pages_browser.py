@@ -515,3 +515,23 @@ def test_the_device_flow_says_when_the_provider_is_down(
     page.get_by_role("button", name="Link", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text("Provider 'fake'")
     expect(page.get_by_role("button", name="Try again")).to_be_visible()
+
+
+def test_the_device_flow_keeps_polling_through_a_provider_blip(
+    fake_site: LiveServer, fake: FakeProvider, tab: Tab
+) -> None:
+    """A 502 while polling says so and goes on: the code may still be approved."""
+    page = tab.page
+    access, refresh = fake.issue(login="dora")
+    fake.script("device", _device(fake, "dc-blip", "BLIP-CODE", interval=1))
+    fake.script("token", Answer(status=503, text="down"),
+                Answer(json={"access_token": access, "refresh_token": refresh,
+                             "token_type": "bearer", "expires_in": 3600}))
+    open_provider_page(page, fake_site.url, fake_site.token("dora"), "fake")
+    page.get_by_role("button", name="Link", exact=True).click()
+    expect(page.get_by_label("User code")).to_have_text("BLIP-CODE")
+    expect(page.get_by_text("Still trying")).to_be_visible(timeout=LINKED_WITHIN_MS)
+    expect(page.get_by_role("heading", name="Authenticated with Fake Git")).to_be_visible(
+        timeout=LINKED_WITHIN_MS)
+    assert [s.form["device_code"] for s in fake.seen("token")] == ["dc-blip", "dc-blip"]
+    assert links_of(fake_site.db, "dora") == ["fake"]

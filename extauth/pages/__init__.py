@@ -14,6 +14,7 @@ script calls the JSON API with it. ``views`` gathers what the pages show.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -71,8 +72,11 @@ class Asset:
 def asset(name: str) -> Asset | None:
     """The static file ``name``, or None when there is no such file."""
     path = _ASSETS.get(name)
-    if path is None:
-        return None
+    return None if path is None else _read(path)
+
+
+@functools.cache  # only the files of static/: a few kilobytes, read once
+def _read(path: Path) -> Asset:
     return Asset(path.read_bytes(), _ASSET_TYPES[path.suffix])
 
 

@@ -97,6 +97,7 @@ function setUpDevice(box, id) {
   const countdown = flow.querySelector(".countdown");
   const failure = box.querySelector(".device-error");
   const retry = box.querySelector('[data-action="device-retry"]');
+  const waitingText = `Waiting for you to approve at ${name}…`;
   let timers = [];
 
   function stop() { timers.forEach(clearTimeout); timers = []; }
@@ -140,6 +141,13 @@ function setUpDevice(box, id) {
       }
       if (r.status === 401) { window.location.reload(); return; }
       const detail = r.body && r.body.detail;
+      if (r.status === 502 || r.status === 503) {
+        // The provider (or the database) blinked: the code may still be approved.
+        waiting.textContent = `${say(r.body, `${name} did not answer.`)} Still trying…`;
+        poll(deviceCode, Math.min(interval * 2, 60), deadline);
+        return;
+      }
+      waiting.textContent = waitingText;
       if (r.status === 400 && detail === "authorization_pending") {
         poll(deviceCode, interval, deadline);
       } else if (r.status === 400 && detail === "slow_down") {
@@ -183,7 +191,7 @@ function setUpDevice(box, id) {
     link.textContent = device.verification_uri;
     code.textContent = device.user_code;
     copied.textContent = "";
-    waiting.textContent = `Waiting for you to approve at ${name}…`;
+    waiting.textContent = waitingText;
     flow.hidden = false;
     link.focus();
     const deadline = Date.now() + device.expires_in * 1000;
