@@ -12,7 +12,7 @@ from starlette.types import Receive
 
 from extauth.errors import ClientClosedError
 from extauth.handoff import HandedToken, TokenHandoff
-from handlers.external_auth import _time
+from handlers import go_time
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ def _body(answer: HandedToken) -> dict[str, Any]:
         "type": answer.provider.type,
         "username": answer.username,
         "password": answer.password,
-        "expires": _time(answer.expires_at),
+        "expires": go_time(answer.expires_at),
     }
 
 

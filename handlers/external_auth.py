@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from starlette.responses import RedirectResponse, Response
@@ -12,16 +11,7 @@ from extauth.links import LinkState, ProviderState
 from extauth.providers.oauth import ProviderUser
 from extauth.sessions import Session
 from extauth.settings import ProviderConfig
-from handlers import service
-
-# Coder's "never expires": Go's zero time.
-ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-def _time(value: datetime | None) -> str:
-    if value is None:
-        return ZERO_TIME
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+from handlers import go_time, service
 
 
 def _user(user: ProviderUser) -> dict[str, Any]:
@@ -55,10 +45,10 @@ def _link(state: LinkState) -> dict[str, Any]:
     link = state.link
     return {
         "provider_id": link.provider_id,
-        "created_at": _time(link.created_at),
-        "updated_at": _time(link.updated_at),
+        "created_at": go_time(link.created_at),
+        "updated_at": go_time(link.updated_at),
         "has_refresh_token": bool(link.refresh_token),
-        "expires": _time(link.expires_at),
+        "expires": go_time(link.expires_at),
         "authenticated": state.authenticated,
         "validate_error": state.validate_error,
     }
