@@ -383,7 +383,7 @@ class Links:
         except OAuthError as exc:
             raise ExtauthError(
                 "Internal error exchanging Oauth code.",
-                detail=f"{exc.code}: {exc.description}" if exc.description else exc.code,
+                detail=str(exc),
             ) from None
         link = await self._store_tokens(session, p, tokens, "web")
         # Coder's default: the provider's page, told it was reached from the flow.

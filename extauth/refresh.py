@@ -123,12 +123,6 @@ def classify(p: ProviderConfig, exc: Exception) -> Failure:
     return Failure.TRANSIENT
 
 
-def describe(exc: Exception) -> str:
-    if isinstance(exc, OAuthError):
-        return f"{exc.code}: {exc.description}" if exc.description else exc.code
-    return str(exc)
-
-
 def client_fingerprint(p: ProviderConfig) -> str:
     """Identifies the client config a provider refused: a refusal of another
     config (the operator fixed it) no longer holds."""
@@ -344,7 +338,7 @@ class Refresher:
 
     async def _failed(self, session: Session, p: ProviderConfig, link: Link,
                       exc: Exception) -> Outcome:
-        reason, kind = describe(exc), classify(p, exc)
+        reason, kind = str(exc), classify(p, exc)
         if kind is Failure.TOKEN:
             await off_loop(self.store.record_refresh_failure, link, reason)
             await self.record(session, p.id, "refresh", "permanent", reason)

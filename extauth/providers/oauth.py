@@ -52,6 +52,10 @@ class OAuthError(Exception):
         self.interval = interval
         self.status = status
 
+    def __str__(self) -> str:
+        """The code, and the provider's description of it when there is one."""
+        return f"{self.code}: {self.description}" if self.description else self.code
+
 
 @dataclass(frozen=True)
 class DeviceAuthorization:
@@ -334,7 +338,7 @@ class OAuthClient:
         except OAuthError as exc:
             raise ProviderError(
                 message=f"Failed to authorize device with provider {p.id!r}.",
-                detail=f"{exc.code}: {exc.description}" if exc.description else exc.code,
+                detail=str(exc),
             ) from None
         device = DeviceAuthorization(
             device_code=_str(body.get("device_code")),
