@@ -89,6 +89,8 @@ class Seen:
     form: dict[str, str]
     query: dict[str, str]
     json: Any = None
+    # When it arrived (time.monotonic()).
+    at: float = field(default_factory=time.monotonic)
 
 
 class FakeProvider:
