@@ -53,7 +53,7 @@ from extauth.errors import (
 )
 from extauth.handoff import TokenHandoff
 from extauth.links import Links
-from extauth.observe import Observed, Operations
+from extauth.observe import METHODS, Observed, Operations, path_pattern
 from extauth.providers.oauth import OAuthClient
 from extauth.sessions import MISSING_DETAIL
 from extauth.settings import Settings, load_settings
@@ -89,30 +89,22 @@ def load_spec() -> dict[str, Any]:
 # -- errors ------------------------------------------------------------------------
 
 
-def _path_pattern(path: str) -> re.Pattern[str]:
-    """A spec path template as a regular expression over request paths."""
-    return re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$")
-
-
 class _Allow:
     """The methods the spec declares for a request path, for 405 answers."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.routes: list[tuple[re.Pattern[str], str]] = []
         for path, item in spec.get("paths", {}).items():
-            methods = sorted(m.upper() for m in item if m in _METHODS)
+            methods = sorted(m.upper() for m in item if m in METHODS)
             if "GET" in methods:
                 methods.append("HEAD")
-            self.routes.append((_path_pattern(path), ", ".join(sorted(methods))))
+            self.routes.append((path_pattern(path), ", ".join(sorted(methods))))
 
     def __call__(self, path: str) -> str:
         for pattern, methods in self.routes:
             if pattern.match(path):
                 return methods
         return ""
-
-
-_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
 class _Browser:
@@ -127,11 +119,11 @@ class _Browser:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.routes: list[tuple[re.Pattern[str], bool, bool]] = []
         for path, item in spec.get("paths", {}).items():
-            ops = [op for method, op in item.items() if method in _METHODS]
+            ops = [op for method, op in item.items() if method in METHODS]
             page = any(op.get("x-extauth-page") is True for op in ops)
             sign_in = page or any(op.get("x-extauth-signed-out") == "sign-in" for op in ops)
             if sign_in:
-                self.routes.append((_path_pattern(path), page, sign_in))
+                self.routes.append((path_pattern(path), page, sign_in))
 
     def __call__(self, path: str) -> tuple[bool, bool]:
         """(errors are pages, a missing session goes to sign in) for ``path``."""

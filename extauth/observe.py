@@ -32,7 +32,16 @@ from extauth.errors import UnavailableError
 from extauth.logs import REQUEST, RequestInfo, redact_query
 
 OTHER = "other"
-_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+# The keys of a spec's path item that are operations.
+METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def path_pattern(path: str) -> re.Pattern[str]:
+    """A spec path template as a regular expression over request paths, each
+    ``{parameter}`` a named group of one segment."""
+    return re.compile("^" + re.sub(r"\\\{([A-Za-z_][A-Za-z0-9_]*)\\\}", r"(?P<\1>[^/]+)",
+                                   re.escape(path)) + "$")
+
 
 access_log = logging.getLogger("extauth.access")
 _STOPPING = UnavailableError(
@@ -48,12 +57,10 @@ class Operations:
         self.routes: list[tuple[re.Pattern[str], dict[str, str]]] = []
         for path, item in spec.get("paths", {}).items():
             by_method = {method.upper(): op["operationId"].rsplit(".", 1)[-1]
-                         for method, op in item.items() if method in _METHODS}
+                         for method, op in item.items() if method in METHODS}
             if "GET" in by_method:
                 by_method.setdefault("HEAD", by_method["GET"])
-            pattern = re.sub(r"\\\{([A-Za-z_][A-Za-z0-9_]*)\\\}", r"(?P<\1>[^/]+)",
-                             re.escape(path))
-            self.routes.append((re.compile(f"^{pattern}$"), by_method))
+            self.routes.append((path_pattern(path), by_method))
 
     def match(self, method: str, path: str) -> tuple[str, str]:
         """(operation, provider id): ``other`` when no operation matches; the
