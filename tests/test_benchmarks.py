@@ -1,8 +1,9 @@
 """The benchmark suite's own fixture and reference app still fit extauth.
 
 The suite is run by hand, never by CI; this keeps it from rotting in between:
-its fixture seeds a database through extauth's store, and its reference app
-(the denominator of every ratio) must answer exactly as extauth does.
+its fixture seeds a database through extauth's store, and its two references
+(the denominators of the ratios: the one that reuses extauth's domain, and the
+bare one that shares no code with extauth) must answer exactly as extauth does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from benchmarks import reference_app, run
+from benchmarks import bare_app, reference_app, run
 from extauth.app import create_app
 from extauth.settings import load_settings
 from tests.fake_provider import FakeProvider
@@ -43,13 +44,15 @@ def test_reference_answers_like_extauth(tmp_path: Path, fake: FakeProvider,
         "handoff-bad": (f"{run.HANDOFF}?id=fake", {"Coder-Session-Token": "not-a-uuid"}),
     }[scenario]
     answers = []
-    for app in (create_app(settings), reference_app.create_app(settings)):
+    apps = (create_app(settings), reference_app.create_app(settings),
+            bare_app.create_app(str(db), config, settings.base_url()))
+    for app in apps:
         with TestClient(app) as client:
             r = client.get(path, headers=headers)
             answers.append((r.status_code, r.headers.get("content-type"),
                             r.headers.get("www-authenticate"), r.headers.get("cache-control"),
                             r.content))
-    assert answers[0] == answers[1]
+    assert answers[0] == answers[1] == answers[2]
     if scenario == "handoff":
         assert b'"access_token": "gho_bench_linked_fake"' in answers[0][-1]
     assert answers[0][0] == {"list": 200, "nolink": 200, "bad": 401, "missing": 401,
