@@ -53,10 +53,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from extauth.errors import BadRequestError, ExtauthError, Validation
+from extauth.errors import BadRequestError, ExtauthError, UnauthorizedError, Validation
 from extauth.links import Links
 from extauth.providers.oauth import OAuthClient
-from extauth.sessions import Session
+from extauth.sessions import MISSING_DETAIL, Credential, Session, credential
 from extauth.settings import Settings, load_settings
 from extauth.store import open_store
 from handlers.external_auth import _external_auth, _link, _provider
@@ -162,17 +162,25 @@ def create_app(settings: Settings) -> ASGIApp:
         links: Links = state["links"]
         return links, await links.authenticate(picked(request))
 
+    def presented(request: Request, agents: bool = False) -> Credential:
+        # As extauth's security layer does for the operations that look the token
+        # up themselves, with their read.
+        token = picked(request)
+        if not token:
+            raise UnauthorizedError(detail=MISSING_DETAIL)
+        return credential(token, agents)
+
     async def list_user_external_auths(request: Request) -> Response:
-        links, who = await session(request)
-        states = await links.list_links(who)
+        links: Links = state["links"]
+        states = await links.list_links(presented(request))
         return _json({
             "providers": [_provider(p) for p in links.settings.providers],
             "links": [_link(s) for s in states],
         })
 
     async def get_external_auth_by_id(request: Request) -> Response:
-        links, who = await session(request)
-        status = await links.status(who, request.path_params["externalauth"])
+        links: Links = state["links"]
+        status = await links.status(presented(request), request.path_params["externalauth"])
         return _json(_external_auth(status))
 
     async def get_external_auth_device_by_id(request: Request) -> Response:
@@ -210,7 +218,7 @@ def create_app(settings: Settings) -> ASGIApp:
 
     async def workspace_agent_external_auth(request: Request) -> Response:
         handoff = state["handoff"]
-        who = await handoff.authenticate(picked(request))
+        who = presented(request, agents=True)
         q = request.query_params
         work = asyncio.ensure_future(handoff.hand_off(
             who, q.get("id") or "", q.get("match") or q.get("url") or "", "listen" in q))

@@ -11,11 +11,12 @@ from extauth.crypto import DecryptError
 from extauth.store._base import Row, StoreBase, _dt, utcnow
 from extauth.store.records import Link
 
-_LINK_COLUMNS = (
-    "user_id, provider_id, access_token, refresh_token, expires_at, extra, "
-    "refresh_failure_reason, created_at, updated_at, refresh_failed_at, version, token_key_id, "
-    "token_lifetime, refresh_retry_at, refresh_retry_reason"
+LINK_FIELDS = (
+    "user_id", "provider_id", "access_token", "refresh_token", "expires_at", "extra",
+    "refresh_failure_reason", "created_at", "updated_at", "refresh_failed_at", "version",
+    "token_key_id", "token_lifetime", "refresh_retry_at", "refresh_retry_reason",
 )
+_LINK_COLUMNS = ", ".join(LINK_FIELDS)
 _TOKEN_FIELDS = ("access_token", "refresh_token", "extra")
 
 
