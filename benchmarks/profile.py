@@ -1,8 +1,9 @@
 """Where extauth's time goes under scenario 1 load: py-spy while wrk drives the list.
 
     .venv/bin/pip install py-spy        # once
-    .venv/bin/python -m benchmarks.profile [--duration 10] [--server extauth|reference]
-                                           [--scenario 1|3] [--out benchmarks/profile]
+    .venv/bin/python -m benchmarks.profile [--duration 10]
+                                           [--server extauth|reference|bare]
+                                           [--scenario 1|2|3] [--out benchmarks/profile]
                                            [--no-svg]
 
 Sets up the same fixture as ``benchmarks.run`` (10-user database, fake
@@ -10,8 +11,10 @@ provider), starts the server pinned to the first CPU, drives scenario 1 with
 ``wrk -t1 -c50`` from the second, and records it with ``py-spy record`` (also
 on the second CPU): once in raw (collapsed-stack) format, which this script
 sorts into categories, and once as a flame graph SVG. Both land in ``--out``
-(``<server>-list.txt`` and ``<server>-list.svg``; ``-validate`` with
-``--scenario 3``, which drives get-by-id with a provider call instead).
+(``<server>-list.txt`` and ``<server>-list.svg``; ``-nolink`` with
+``--scenario 2``, get by id without a link; ``-validate`` with ``--scenario
+3``, which drives get-by-id with a provider call instead). extauth runs as
+the benchmark runs it, without its access log.
 Prints, and writes to ``<server>-list.json``:
 
 * per category (connexion layers, validation, security, json, sqlite, the
@@ -83,11 +86,12 @@ CATEGORIES: list[tuple[str, str]] = [
     ("connexion context/lifecycle", r"connexion/lifecycle\.py|connexion/context\.py"
                                     r"|connexion/middleware/context\.py"),
     ("connexion other middleware", r"connexion/"),
-    ("sqlite (store queries)", r"extauth/store\.py|sqlite_utils/|/sqlite3/"),
+    ("sqlite (store queries)", r"extauth/store/|sqlite_utils/|/sqlite3/|benchmarks/bare_app\.py:"
+                               r"(Database|session|agent|links_of|link_of)"),
     ("session check (hash, parse)", r"extauth/sessions\.py|/hashlib|/hmac"),
-    ("anyio thread hop", r"anyio/to_thread\.py|anyio/_backends|anyio/_core|/threading\.py"
-                         r"|/queue\.py|concurrent/futures"),
-    ("extauth handlers and links", r"extauth/|handlers/|benchmarks/reference_app\.py"),
+    ("thread hop (loop executor, anyio)", r"anyio/to_thread\.py|anyio/_backends|anyio/_core"
+                                          r"|/threading\.py|/queue\.py|concurrent/futures"),
+    ("extauth handlers and links", r"extauth/|handlers/|benchmarks/(reference|bare)_app\.py"),
     ("starlette (requests, responses, routing)", r"starlette/"),
     ("uvicorn (HTTP protocol)", r"uvicorn/|httptools"),
     ("event loop (asyncio/uvloop, incl. its C code)", r"/asyncio/|uvloop"),
@@ -98,10 +102,14 @@ CATEGORIES: list[tuple[str, str]] = [
 # Frames every stack starts with (process and thread start-up, the loop's own
 # run call): not counted in "inclusive" shares.
 BOOT = re.compile(r"<frozen runpy>|click/|extauth/cli/(_base|serve)\.py:(main|serve|<module>)"
-                  r"|benchmarks/reference_app\.py:(main|<module>)|uvicorn/main\.py"
+                  r"|benchmarks/(reference|bare)_app\.py:(main|<module>)|uvicorn/main\.py"
                   r"|uvicorn/server\.py:Server\.(run|serve|_serve)|asyncio/runners\.py"
                   r"|uvloop/__init__\.py|threading\.py:Thread\._bootstrap"
                   r"|anyio/_backends/_asyncio\.py:WorkerThread\.run")
+NAMES = {1: "list", 2: "nolink", 3: "validate"}
+# How each server is started (extauth as the benchmark starts it: no access log).
+MODULES = {"extauth": ["extauth.cli", "serve", "--no-access-log"],
+           "reference": ["benchmarks.reference_app"], "bare": ["benchmarks.bare_app"]}
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
@@ -147,7 +155,7 @@ def analyse(stacks: list[tuple[str, list[tuple[str, str]], int]]) -> dict[str, A
             continue
         func, file = frames[-1]
         if _idle((func, file)):
-            idle += n  # an anyio worker waiting for work
+            idle += n  # a worker thread waiting for work
             continue
         leaf = category((func, file))
         self_cat[leaf] += n
@@ -155,7 +163,7 @@ def analyse(stacks: list[tuple[str, list[tuple[str, str]], int]]) -> dict[str, A
         cats = {category(f) for f in frames if not BOOT.search(f"{f[1]}:{f[0]}")} | {leaf}
         for cat in cats:
             incl_cat[cat] += n
-        worker = "worker" in thread.lower() or any("WorkerThread" in f for f, _ in frames[:4])
+        worker = bool(thread) and not thread.endswith("MainThread")
         threads["worker threads" if worker else "event loop thread"] += n
     def pct(c: Counter[str]) -> dict[str, float]:
         return {k: round(100 * v / total, 1) for k, v in c.most_common()}
@@ -171,8 +179,11 @@ def analyse(stacks: list[tuple[str, list[tuple[str, str]], int]]) -> dict[str, A
 
 
 def _idle(frame: tuple[str, str]) -> bool:
+    """A worker thread waiting for work: anyio's (in ``Condition.wait``), or the
+    loop's executor's (its ``_worker`` blocked in the C queue's ``get``)."""
     func, file = frame
-    return file.endswith("/threading.py") and func in ("Condition.wait", "Event.wait")
+    return ((file.endswith("/threading.py") and func in ("Condition.wait", "Event.wait"))
+            or (file.endswith("concurrent/futures/thread.py") and func == "_worker"))
 
 
 def _short(file: str) -> str:
@@ -185,7 +196,7 @@ def _short(file: str) -> str:
 def report(out: Path, server: str, scenario: int, rate: int, duration: int,
            rps_raw: float | None) -> dict[str, Any]:
     """Analyse ``<out>/<server>-<name>.txt``; print, and write ``.json`` beside it."""
-    name = "list" if scenario == 1 else "validate"
+    name = NAMES[scenario]
     result = analyse(parse_raw(out / f"{server}-{name}.txt"))
     result["server"], result["scenario"] = server, scenario
     result["rate_hz"], result["duration_s"] = rate, duration
@@ -218,9 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=int, default=10, help="seconds of sampling [10]")
     p.add_argument("--rate", type=int, default=200, help="samples per second [200]")
-    p.add_argument("--server", choices=("extauth", "reference"), default="extauth")
-    p.add_argument("--scenario", type=int, choices=(1, 3), default=1,
-                   help="1: the list [default]; 3: get by id, validated at the provider")
+    p.add_argument("--server", choices=tuple(MODULES), default="extauth")
+    p.add_argument("--scenario", type=int, choices=tuple(NAMES), default=1,
+                   help="1: the list [default]; 2: get by id without a link; "
+                        "3: get by id, validated at the provider")
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "profile"))
     p.add_argument("--no-svg", action="store_true", help="skip the flame graph pass")
@@ -237,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.reanalyse:
         out = Path(args.out)
-        name = "list" if args.scenario == 1 else "validate"
+        name = NAMES[args.scenario]
         old = json.loads((out / f"{args.server}-{name}.json").read_text())
         report(out, args.server, args.scenario, old["rate_hz"], old["duration_s"],
                old.get("rps_under_profiler"))
@@ -259,17 +271,15 @@ def main(argv: list[str] | None = None) -> int:
         write_config(config, provider.url)
         tokens = seed(tmp / "small.db")
         port = free_port()
-        module = "extauth.cli" if args.server == "extauth" else "benchmarks.reference_app"
-        cmd = [sys.executable, "-m", module, *(["serve"] if args.server == "extauth" else []),
-               "--db", str(tmp / "small.db"), "--config", str(config), "--port", str(port)]
+        cmd = [sys.executable, "-m", *MODULES[args.server], "--db", str(tmp / "small.db"),
+               "--config", str(config), "--port", str(port)]
         server = Server(args.server, cmd, port, tmp / "server.log", server_cpu).start()
-        if args.scenario == 1:
-            load = Load([("GET", API, {"Coder-Session-Token": tokens["list"]}, None)])
-        else:
-            load = Load([("GET", f"{API}/fake", {"Coder-Session-Token": tokens["linked"]}, None)])
+        path, user = {1: (API, "list"), 2: (f"{API}/fake", "nolink"),
+                      3: (f"{API}/fake", "linked")}[args.scenario]
+        load = Load([("GET", path, {"Coder-Session-Token": tokens[user]}, None)])
         bench = Bench(tmp, load_cpu, args.duration, 0, args.connections)
         bench.wrk(port, load, 3)  # warm-up
-        name = "list" if args.scenario == 1 else "validate"
+        name = NAMES[args.scenario]
         passes = [("raw", out / f"{args.server}-{name}.txt")]
         if not args.no_svg:
             passes.append(("flamegraph", out / f"{args.server}-{name}.svg"))

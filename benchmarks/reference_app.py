@@ -1,31 +1,33 @@
-"""The reference: extauth's work without the OpenAPI layer, as a plain Starlette app.
+"""The reference that reuses extauth's domain: extauth without the OpenAPI layer,
+as a plain Starlette app.
 
 It answers the same routes as extauth with the same work per request, so that
 the benchmark's extauth/reference ratio is the cost of connexion (routing from
 the spec, the security middleware, parameter and body validation, its
-response handling) and of nothing else:
+response handling) and of nothing else (``benchmarks/bare_app.py`` is the
+other reference, which shares no code with extauth):
 
-    GET  /api/v2/external-auth                  list (scenario 1, 5, 6)
+    GET  /api/v2/external-auth                  list (scenarios 1, 5, 6, 12)
     GET  /api/v2/external-auth/{id}             status, validated at the provider (2, 3)
     GET  /api/v2/external-auth/{id}/device      device start (4)
     POST /api/v2/external-auth/{id}/device      device exchange (4)
-    GET  /api/v2/workspaceagents/me/external-auth   the token hand-off (9), with listen
+    GET  /api/v2/workspaceagents/me/external-auth   the token hand-off (10), with listen
     GET  /healthz
 
 Reused from extauth, unchanged: ``Settings`` (the same YAML config),
-``Store`` (the same SQLite queries on the same file, with the same ``Cipher``
+``Store`` (the same queries on the same database, with the same ``Cipher``
 for tokens at rest), ``Links`` (with its audit trail and refresher; it runs
-every store call, including ``sessions.authenticate``, in a worker thread
-(``extauth._threads.off_loop``), and calls providers with the same ``OAuthClient``),
-``handlers.security.pick_token`` (Coder's token order; either of its return
-shapes, the token or ``(token, source)``), ``TokenHandoff`` (the hand-off's
-domain, with its agent-token check and its link watcher) and the JSON-shaping
-helpers of ``handlers/external_auth.py`` and ``handlers/agents.py`` (pure
-functions; importing them imports connexion, which costs memory but nothing
-per request).
-Bodies are serialized the way connexion does (``json.dumps(...) + "\\n"``)
-and errors carry the same ``Response`` body and ``WWW-Authenticate`` header,
-so both servers send byte-identical answers.
+every store call in a worker thread, the token looked up with what the list,
+the get by id and the hand-off read, as extauth's handlers ask it to, and
+calls providers with the same ``OAuthClient``), ``sessions.credential`` (the
+token's shape, checked as extauth's security layer checks it),
+``handlers.security.pick_token`` (Coder's token order), ``TokenHandoff`` (the
+hand-off's domain, with its link watcher) and the JSON-shaping helpers of
+``handlers/external_auth.py`` and ``handlers/agents.py`` (pure functions;
+importing them imports connexion, which costs memory but nothing per
+request). Bodies are serialized the way connexion does
+(``json.dumps(...) + "\\n"``) and errors carry the same ``Response`` body and
+``WWW-Authenticate`` header, so both servers send byte-identical answers.
 
 Like extauth's ``Edge``, it sets the audit trail's request id for every
 request. Not replicated (microseconds, or not on a benchmarked path): the
@@ -53,33 +55,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from extauth.errors import BadRequestError, ExtauthError, Validation
+from extauth.audit import REQUEST_ID, new_request_id
+from extauth.crypto import Cipher
+from extauth.errors import (
+    BadRequestError,
+    ClientClosedError,
+    ExtauthError,
+    UnauthorizedError,
+    Validation,
+)
+from extauth.handoff import TokenHandoff
 from extauth.links import Links
 from extauth.providers.oauth import OAuthClient
-from extauth.sessions import Session
+from extauth.sessions import MISSING_DETAIL, Credential, Session, credential
 from extauth.settings import Settings, load_settings
 from extauth.store import open_store
+from handlers.agents import _body as handoff_body
 from handlers.external_auth import _external_auth, _link, _provider
 from handlers.security import pick_token
 
-# Newer extauth: tokens encrypted at rest (a Cipher, a no-op without keys) and a
-# request id per request for the audit trail, set by extauth's Edge. The
-# reference does the same when this extauth has them.
-try:
-    from extauth.crypto import Cipher
-except ImportError:  # pragma: no cover - older extauth
-    Cipher = None  # type: ignore[assignment,misc]
-try:
-    from extauth.audit import REQUEST_ID, new_request_id
-except ImportError:  # pragma: no cover - older extauth
-    REQUEST_ID = new_request_id = None  # type: ignore[assignment]
-# Newer extauth: the token hand-off (Coder's workspace-agent endpoint).
-try:
-    from extauth.errors import ClientClosedError
-    from extauth.handoff import TokenHandoff
-    from handlers.agents import _body as handoff_body
-except ImportError:  # pragma: no cover - older extauth
-    TokenHandoff = None  # type: ignore[assignment,misc]
 HANDOFF_PATH = "/api/v2/workspaceagents/me/external-auth"
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -116,7 +110,7 @@ class RequestId:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and REQUEST_ID is not None:
+        if scope["type"] == "http":
             given = dict(scope.get("headers") or []).get(b"x-request-id", b"")
             REQUEST_ID.set(new_request_id(given.decode("latin-1")))
         await self.app(scope, receive, send)
@@ -128,10 +122,7 @@ async def _disconnected(request: Request) -> None:
 
 
 def create_app(settings: Settings) -> ASGIApp:
-    if Cipher is not None:
-        store = open_store(settings.database, Cipher(settings.encryption_keys))
-    else:  # pragma: no cover - older extauth
-        store = open_store(settings.database)
+    store = open_store(settings.database, Cipher(settings.encryption_keys))
     state: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -139,40 +130,42 @@ def create_app(settings: Settings) -> ASGIApp:
         store.migrate()
         client = OAuthClient(timeout=settings.provider_timeout)
         links = Links(settings, store, client)
-        if hasattr(links, "audit"):
-            links.audit.purge()
+        links.audit.purge()
         state["links"] = links
-        if TokenHandoff is not None:
-            state["handoff"] = TokenHandoff(links)
+        state["handoff"] = TokenHandoff(links)
         try:
             yield
         finally:
-            if "handoff" in state:
-                await state["handoff"].watcher.aclose()
+            await state["handoff"].watcher.aclose()
             await client.aclose()
             store.close()
 
     def picked(request: Request) -> str | None:
-        found: Any = pick_token(request)
-        # Newer pick_token: (token, where it came from); older: the token.
-        token: str | None = found[0] if isinstance(found, tuple) else found
-        return token
+        return pick_token(request)[0]
 
     async def session(request: Request) -> tuple[Links, Session]:
         links: Links = state["links"]
         return links, await links.authenticate(picked(request))
 
+    def presented(request: Request, agents: bool = False) -> Credential:
+        # As extauth's security layer does for the operations that look the token
+        # up themselves, with their read.
+        token = picked(request)
+        if not token:
+            raise UnauthorizedError(detail=MISSING_DETAIL)
+        return credential(token, agents)
+
     async def list_user_external_auths(request: Request) -> Response:
-        links, who = await session(request)
-        states = await links.list_links(who)
+        links: Links = state["links"]
+        states = await links.list_links(presented(request))
         return _json({
             "providers": [_provider(p) for p in links.settings.providers],
             "links": [_link(s) for s in states],
         })
 
     async def get_external_auth_by_id(request: Request) -> Response:
-        links, who = await session(request)
-        status = await links.status(who, request.path_params["externalauth"])
+        links: Links = state["links"]
+        status = await links.status(presented(request), request.path_params["externalauth"])
         return _json(_external_auth(status))
 
     async def get_external_auth_device_by_id(request: Request) -> Response:
@@ -210,7 +203,7 @@ def create_app(settings: Settings) -> ASGIApp:
 
     async def workspace_agent_external_auth(request: Request) -> Response:
         handoff = state["handoff"]
-        who = await handoff.authenticate(picked(request))
+        who = presented(request, agents=True)
         q = request.query_params
         work = asyncio.ensure_future(handoff.hand_off(
             who, q.get("id") or "", q.get("match") or q.get("url") or "", "listen" in q))
@@ -239,8 +232,7 @@ def create_app(settings: Settings) -> ASGIApp:
             Route(prefix + "/{externalauth}/device", post_external_auth_device_by_id,
                   methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
-            *([Route(HANDOFF_PATH, workspace_agent_external_auth, methods=["GET"])]
-              if TokenHandoff is not None else []),
+            Route(HANDOFF_PATH, workspace_agent_external_auth, methods=["GET"]),
         ],
         exception_handlers={Exception: _error, ExtauthError: _error},
         lifespan=lifespan,

@@ -27,7 +27,8 @@ connexion's own (``asgi_app(stock=True)``, ``EXTAUTH_STOCK_CONNEXION=1``).
 
 This is the only module that uses private names of connexion (its operation
 class through ``_middleware_app``, copies of two ``__call__`` methods, private
-helpers of its parameter decorator and overridden private methods). Each
+helpers of its parameter decorator, overridden private methods, and where its
+router leaves the operation it matched: ``operation_id``). Each
 connexion function copied or overridden here is listed, with a hash of its
 source, in ``tests/test_connexion_guard.py``: a connexion upgrade that changes
 one fails that test until someone has compared the two.
@@ -55,6 +56,7 @@ from connexion.decorators.parameter import (
     unwrap_decorators,
 )
 from connexion.exceptions import OAuthResponseProblem
+from connexion.middleware.abstract import ROUTING_CONTEXT
 from connexion.middleware.context import ContextMiddleware
 from connexion.middleware.exceptions import ExceptionMiddleware
 from connexion.middleware.lifespan import LifespanMiddleware
@@ -91,6 +93,14 @@ TokenInfo = Callable[..., Awaitable[dict[str, Any] | None]]
 
 
 _INFO_FUNC_KEYS = ("x-apikeyInfoFunc", "x-bearerInfoFunc")
+
+
+def operation_id(scope: Scope) -> str:
+    """The operationId connexion's router matched the request to ("" before
+    routing, or for no operation): its routing layer leaves it in the scope's
+    extensions for the layers after it, security among them."""
+    routing = scope.get("extensions", {}).get(ROUTING_CONTEXT, {})
+    return str(routing.get("operation_id") or "")
 
 
 def picks_its_own_token(function: TokenInfo) -> TokenInfo:

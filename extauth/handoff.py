@@ -26,13 +26,14 @@ from extauth._threads import off_loop
 from extauth.errors import (
     BadRequestError,
     ConflictError,
+    ExtauthError,
     NotFoundError,
     ProviderError,
     WaitTimeoutError,
 )
 from extauth.links import Links
 from extauth.linkwatch import LinkWatcher
-from extauth.sessions import Session, authenticate_any
+from extauth.sessions import Credential, Session
 from extauth.settings import ProviderConfig
 from extauth.store import Link
 
@@ -96,12 +97,6 @@ class TokenHandoff:
         # Listeners waiting for their link to change right now.
         self.waiting = 0
 
-    async def authenticate(self, token: str | None) -> Session:
-        """The caller behind an agent token or a session token."""
-        if not token:
-            return authenticate_any(self.links.store, token)  # raises: no DB work needed
-        return await off_loop(authenticate_any, self.links.store, token)
-
     def choose(self, provider_id: str, match: str) -> ProviderConfig:
         """The provider with this id, or the one whose regex matches ``match``."""
         if provider_id and match:
@@ -136,17 +131,28 @@ class TokenHandoff:
             detail=(f"The configured providers' regexes do not match it: {pairs}."
                     if configured else "No external auth provider is configured."))
 
-    async def hand_off(self, session: Session, provider_id: str, match: str,
+    async def hand_off(self, who: Session | Credential, provider_id: str, match: str,
                        listen: bool = False) -> HandedToken:
         """The caller's token for the chosen provider, refreshed and validated; or,
         when there is no valid link, the URL where the caller links. With
         ``listen``, wait for a valid link instead (``WaitTimeoutError`` after
         ``listen_seconds``)."""
-        p = self.choose(provider_id, match)
+        chosen: ProviderConfig | ExtauthError
+        try:
+            chosen = self.choose(provider_id, match)
+        except ExtauthError as exc:
+            chosen = exc
+        # The caller first (with the link, in the same trip): to a caller without
+        # a session, a request that names no provider is still a 401.
+        session, found = await self.links.caller(
+            who, chosen.id if isinstance(chosen, ProviderConfig) else "")
+        if isinstance(chosen, ExtauthError):
+            raise chosen
+        p = chosen
         if listen:
             answer = await self._listen(session, p)
         else:
-            answer, _ = await self._answer(session, p, await self._read(session, p))
+            answer, _ = await self._answer(session, p, found[0] if found else None)
         if answer.access_token:
             await self.links.audit.record(session, p.id, "token read", session.kind,
                                           f"{session.kind} token {session.key_id}")

@@ -29,6 +29,7 @@ from extauth.errors import (
     UnavailableError,
     database_unreachable,
 )
+from extauth.logs import note_user
 from extauth.providers.oauth import (
     DeviceAuthorization,
     Installation,
@@ -40,7 +41,13 @@ from extauth.providers.oauth import (
 )
 from extauth.refresh import Refresher, failure_text
 from extauth.revocations import Revocations
-from extauth.sessions import Session, authenticate, hash_secret
+from extauth.sessions import (
+    Credential,
+    Session,
+    authenticate,
+    authenticate_reading,
+    hash_secret,
+)
 from extauth.settings import ProviderConfig, Settings
 from extauth.store import DeviceGrant, Link, OAuthState, Store, StoreError, utcnow
 from extauth.verdicts import Verdicts
@@ -91,6 +98,18 @@ def is_expired(link: Link) -> bool:
     return link.expires_at is not None and link.expires_at <= utcnow()
 
 
+def read_as(store: Store, who: Session | Credential,
+            provider_id: str | None = None) -> tuple[Session, list[Link]]:
+    """Who is calling, and their links (only their link to ``provider_id``, when
+    given): a credential is looked up in the same statement as the links."""
+    if isinstance(who, Credential):
+        return authenticate_reading(store, who, provider_id)
+    if provider_id is None:
+        return who, store.links_for_user(who.user_id)
+    link = store.get_link(who.user_id, provider_id)
+    return who, [link] if link else []
+
+
 class Links:
     """The operations of the external-auth API, for an authenticated caller."""
 
@@ -133,6 +152,15 @@ class Links:
         if not token:
             return authenticate(self.store, token)  # raises: no DB work needed
         return await self._db(authenticate, self.store, token)
+
+    async def caller(self, who: Session | Credential,
+                     provider_id: str | None = None) -> tuple[Session, list[Link]]:
+        """The caller's session and links (only the link to ``provider_id``, when
+        given): one trip to a worker thread, and one statement for a credential,
+        which raises ``UnauthorizedError`` unless it opens a session."""
+        session, links = await self._db(read_as, self.store, who, provider_id)
+        note_user(session.user_id)
+        return session, links
 
     async def ping(self) -> None:
         """Raise ``UnavailableError`` unless the database answers."""
@@ -179,10 +207,10 @@ class Links:
         outcome = await self.refresher.fresh(session, p, link)
         return self._state(outcome.link, outcome.note) if outcome.link else None
 
-    async def list_links(self, session: Session) -> list[LinkState]:
+    async def list_links(self, who: Session | Credential) -> list[LinkState]:
         """The caller's links, each refreshed first when it is about to expire, then
         validated at its provider, as Coder does; all of them at once."""
-        links = await self._db(self.store.links_for_user, session.user_id)
+        session, links = await self.caller(who)
         states = await asyncio.gather(*(self._listed(session, link) for link in links))
         return [s for s in states if s is not None]
 
@@ -207,11 +235,13 @@ class Links:
                              f"The token failed to validate: {check.reason}; link again.")
         return LinkState(state.link, True, user=check.user)
 
-    async def status(self, session: Session, provider_id: str) -> ProviderState:
+    async def status(self, who: Session | Credential, provider_id: str) -> ProviderState:
         """Refresh if needed, then validate the caller's link at the provider, with
         app installations."""
+        # The caller first: without a session, an unknown provider is not news.
+        session, found = await self.caller(who, provider_id)
         p = self.usable(provider_id)
-        link = await self._db(self.store.get_link, session.user_id, provider_id)
+        link = found[0] if found else None
         state = await self._fresh_state(session, link) if link else None
         if state is None or not state.authenticated:
             return ProviderState(p)

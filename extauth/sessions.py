@@ -5,6 +5,10 @@ secret is stored; it is compared in constant time. An agent token is a UUIDv4,
 bound to one user like a session token, that opens only the token hand-off
 (Coder's workspace-agent endpoint); only its SHA-256 is stored. Failures
 raise ``UnauthorizedError`` with Coder's messages.
+
+A token is looked up either on its own (``authenticate``), or, where the
+request goes on to read the caller's links, as a ``Credential`` together with
+them, in one statement (``authenticate_reading``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from extauth.errors import UnauthorizedError
-from extauth.store import AgentToken, ApiKey, Store, User, utcnow
+from extauth.store import AgentToken, ApiKey, Link, Store, User, utcnow
 
 ID_LENGTH = 10
 SECRET_LENGTH = 22
@@ -105,7 +109,11 @@ def authenticate(store: Store, token: str | None) -> Session:
     if not token:
         raise UnauthorizedError(detail=MISSING_DETAIL)
     key_id, secret = check_format(token)
-    key: ApiKey | None = store.get_api_key(key_id)
+    return _session(store.get_api_key(key_id), secret)
+
+
+def _session(key: ApiKey | None, secret: str) -> Session:
+    """The session of ``key`` if ``secret`` is its secret and it has not expired."""
     expected = key.secret_hash if key else _DUMMY_HASH
     matches = hmac.compare_digest(expected, hash_secret(secret))
     if key is None:
@@ -129,15 +137,13 @@ def create_agent_token(store: Store, user: User, name: str = "",
     return token
 
 
-def authenticate_agent(store: Store, token: str) -> Session:
-    """The session of the user an agent token acts for, or ``UnauthorizedError``
-    with Coder's agent messages."""
+def _check_agent_format(token: str) -> None:
     if not _AGENT_TOKEN.match(token):
         raise UnauthorizedError(
             AGENT_INVALID, detail=f"An agent token must be a valid UUIDv4. (len {len(token)})")
-    # Looked up by its hash: the token is 122 random bits, so where a lookup
-    # stops in the index tells nothing about any stored token.
-    agent: AgentToken | None = store.agent_token_by_hash(hash_secret(token.lower()))
+
+
+def _agent_session(agent: AgentToken | None) -> Session:
     if agent is None:
         raise UnauthorizedError(AGENT_UNAUTHORIZED,
                                 detail="The agent token is unknown or was deleted.")
@@ -149,9 +155,50 @@ def authenticate_agent(store: Store, token: str) -> Session:
                    kind="agent")
 
 
-def authenticate_any(store: Store, token: str | None) -> Session:
-    """A session token (``<id>-<secret>``: one dash) or an agent token (anything
-    else, a UUID has four): the token hand-off accepts both."""
-    if token and token.count("-") != 1:
-        return authenticate_agent(store, token)
-    return authenticate(store, token)
+def _is_agent_token(token: str) -> bool:
+    """Where both are accepted (the token hand-off): a session token is
+    ``<id>-<secret>``, one dash; anything else is an agent token (a UUID has four)."""
+    return token.count("-") != 1
+
+
+# -- a token checked together with what the request reads -------------------------------
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A token as the caller presented it, its shape checked but not yet looked up:
+    the operation looks it up in the same trip to the database as its own read
+    (``authenticate_reading``). ``agents``: an agent token may open it too."""
+
+    token: str
+    agents: bool = False
+
+    def __repr__(self) -> str:  # never print the token
+        return f"Credential(agents={self.agents})"
+
+
+def credential(token: str, agents: bool = False) -> Credential:
+    """The token, once its shape is right; ``UnauthorizedError`` with Coder's
+    format messages otherwise (no database needed to say so)."""
+    if agents and _is_agent_token(token):
+        _check_agent_format(token)
+    else:
+        check_format(token)
+    return Credential(token, agents)
+
+
+def authenticate_reading(store: Store, presented: Credential,
+                         provider_id: str | None = None) -> tuple[Session, list[Link]]:
+    """The session behind a credential, and its user's links (only the link to
+    ``provider_id``, when given), read in one statement; ``UnauthorizedError``
+    with Coder's messages (its agent messages for an agent token) otherwise."""
+    token = presented.token
+    if presented.agents and _is_agent_token(token):
+        _check_agent_format(token)
+        # Looked up by its hash: the token is 122 random bits, so where a lookup
+        # stops in the index tells nothing about any stored token.
+        agent, links = store.agent_token_and_links(hash_secret(token.lower()), provider_id)
+        return _agent_session(agent), links
+    key_id, secret = check_format(token)
+    key, links = store.api_key_and_links(key_id, provider_id)
+    return _session(key, secret), links

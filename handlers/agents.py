@@ -63,7 +63,7 @@ async def workspace_agent_external_auth(
     listen: str | None = None,
 ) -> dict[str, Any]:
     """The caller's token for a provider (by id, or by a URL its regex matches)."""
-    work = _service().hand_off(token_info["session"], id or "", match or url or "",
+    work = _service().hand_off(token_info["caller"], id or "", match or url or "",
                                listen is not None)
     if listen is None:
         return _body(await work)

@@ -73,8 +73,7 @@ def _external_auth(state: ProviderState) -> dict[str, Any]:
 
 async def list_user_external_auths(token_info: dict[str, Any]) -> dict[str, Any]:
     links = service()
-    session: Session = token_info["session"]
-    states = await links.list_links(session)
+    states = await links.list_links(token_info["caller"])
     return {
         "providers": [_provider(p) for p in links.settings.providers],
         "links": [_link(s) for s in states],
@@ -82,7 +81,7 @@ async def list_user_external_auths(token_info: dict[str, Any]) -> dict[str, Any]
 
 
 async def get_external_auth_by_id(externalauth: str, token_info: dict[str, Any]) -> dict[str, Any]:
-    state = await service().status(token_info["session"], externalauth)
+    state = await service().status(token_info["caller"], externalauth)
     return _external_auth(state)
 
 

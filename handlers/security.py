@@ -15,36 +15,53 @@ from typing import Any
 
 from connexion.exceptions import OAuthProblem
 from connexion.lifecycle import ConnexionRequest
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
 
-from extauth._connexion import picks_its_own_token
-from extauth.handoff import TokenHandoff
+from extauth._connexion import operation_id, picks_its_own_token
 from extauth.links import Links
 from extauth.logs import note_user
+from extauth.sessions import credential
 
 SESSION_NAME = "coder_session_token"
-HEADER_NAME = "Coder-Session-Token"
 ACCESS_TOKEN_NAME = "access_token"
 
 
-def pick_token(request: ConnexionRequest) -> tuple[str | None, str]:
+def pick_token(request: ConnexionRequest | Request) -> tuple[str | None, str]:
     """The token and where it came from: cookie, then query parameter, then
     header, then ``Authorization: Bearer``, then the ``access_token`` query
     parameter."""
+    # Read from the ASGI scope itself: every request passes here, and going
+    # through the request's header and query objects cost more than the rest
+    # of this function. As Starlette's, the first header of a name counts.
+    headers: dict[bytes, bytes] = {}
+    for name, value in request.scope["headers"]:
+        if name in _TOKEN_HEADERS and name not in headers:
+            headers[name] = value
+    raw_query = request.scope.get("query_string", b"")
+    query = QueryParams(raw_query) if raw_query else None
     # As Coder: the first non-empty value of each source, sources in this order.
     for value, source in (
-        (first_cookie(request.headers.get("cookie", "")), "cookie"),
-        (_first_query(request, SESSION_NAME), "query"),
-        (request.headers.get(HEADER_NAME), "header"),
-        (_bearer(request.headers.get("authorization", "")), "bearer"),
-        (_first_query(request, ACCESS_TOKEN_NAME), "access_token"),
+        (first_cookie(_text(headers.get(b"cookie"))), "cookie"),
+        (_first_query(query, SESSION_NAME), "query"),
+        (_text(headers.get(b"coder-session-token")), "header"),
+        (_bearer(_text(headers.get(b"authorization"))), "bearer"),
+        (_first_query(query, ACCESS_TOKEN_NAME), "access_token"),
     ):
         if value:
             return value, source
     return None, ""
 
 
-def _first_query(request: ConnexionRequest, name: str) -> str | None:
-    return next((v for v in request.query_params.getlist(name) if v), None)
+_TOKEN_HEADERS = frozenset({b"cookie", b"coder-session-token", b"authorization"})
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode("latin-1") if value else ""
+
+
+def _first_query(query: QueryParams | None, name: str) -> str | None:
+    return next((v for v in query.getlist(name) if v), None) if query else None
 
 
 def _bearer(header: str) -> str | None:
@@ -61,13 +78,28 @@ def first_cookie(header: str) -> str | None:
     return None
 
 
+# Operations that look the token up themselves, in the same trip to the
+# database as their own read: a session check here and the read in the
+# operation would be two. None of them can fail request validation (no body,
+# plain string parameters), so a token that does not open them is still what
+# they answer first (tests/test_security.py holds both).
+LOOKED_UP_BY_THE_OPERATION = frozenset({
+    "handlers.external_auth.list_user_external_auths",
+    "handlers.external_auth.get_external_auth_by_id",
+})
+
+
 @picks_its_own_token
 async def session_token(token: str | None, request: ConnexionRequest) -> dict[str, Any]:
     """connexion's token-info function: the caller's session, or 401. Whichever
-    scheme found ``token``, the token used is the one Coder would use."""
+    scheme found ``token``, the token used is the one Coder would use. For the
+    operations that look it up themselves, its shape is checked here and the
+    rest is theirs (``token_info["caller"]``, a ``Credential``)."""
     value, _ = pick_token(request)
     if value is None:
         raise OAuthProblem(detail="No authorization token provided")
+    if operation_id(request.scope) in LOOKED_UP_BY_THE_OPERATION:
+        return {"sub": None, "caller": credential(value)}
     links: Links = request.scope["state"]["links"]
     session = await links.authenticate(value)
     note_user(session.user_id)
@@ -79,12 +111,10 @@ async def session_token(token: str | None, request: ConnexionRequest) -> dict[st
 
 @picks_its_own_token
 async def agent_or_session_token(token: str | None, request: ConnexionRequest) -> dict[str, Any]:
-    """The token hand-off's token-info function: the caller behind an agent token
-    or a session token, picked in Coder's order, or 401."""
+    """The token hand-off's token-info function: an agent token or a session
+    token, picked in Coder's order, its shape checked, or 401. The hand-off looks
+    it up itself, with the link, in one trip (``token_info["caller"]``)."""
     value, _ = pick_token(request)
     if value is None:
         raise OAuthProblem(detail="No authorization token provided")
-    handoff: TokenHandoff = request.scope["state"]["handoff"]
-    session = await handoff.authenticate(value)
-    note_user(session.user_id)
-    return {"sub": str(session.user_id), "session": session}
+    return {"sub": None, "caller": credential(value, agents=True)}

@@ -7,11 +7,15 @@ from datetime import timedelta
 import pytest
 
 from extauth import sessions
-from extauth.errors import SIGNED_OUT
+from extauth.app import load_spec
+from extauth.errors import SIGNED_OUT, UnauthorizedError
+from extauth.links import expires_at
 from extauth.store import open_store
+from handlers.security import LOOKED_UP_BY_THE_OPERATION
 from tests.conftest import Api, sql
 
 LIST = "/api/v2/external-auth"
+HANDOFF = "/api/v2/workspaceagents/me/external-auth"
 
 
 def _detail(r) -> str:  # type: ignore[no-untyped-def]
@@ -147,3 +151,111 @@ def test_parse_lifetime(text: str, expected: timedelta) -> None:
 def test_parse_lifetime_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         sessions.parse_lifetime(text)
+
+
+# -- the operations that look the token up with their own read ------------------------
+
+
+def _failing_tokens(api: Api) -> dict[str, tuple[str, str]]:
+    """Tokens of the right shape that open no session, each with its 401 detail."""
+    token = api.login()["Coder-Session-Token"]
+    wrong = token[:11] + ("A" if token[11] != "A" else "B") + token[12:]
+    user = api.store.create_user("old")
+    expired = sessions.create_token(api.store, user, timedelta(seconds=1))
+    sql(api, "UPDATE api_keys SET expires_at = '2020-01-01T00:00:00.000000Z' WHERE id = ?",
+        (expired[:10],))
+    deleted = api.login("bob")["Coder-Session-Token"]
+    assert api.store.delete_api_key(deleted[:10])
+    return {
+        "unknown": ("0123456789-" + "x" * 22, "API key is invalid."),
+        "wrong secret": (wrong, "API key secret is invalid."),
+        "expired": (expired, 'API key expired at "2020-01-01 00:00:00.000000 +0000 UTC".'),
+        "deleted": (deleted, "API key is invalid."),
+    }
+
+
+@pytest.mark.parametrize("path", [
+    LIST, LIST + "/fake", LIST + "/nope",  # an unknown provider is not news to them
+    HANDOFF + "?id=fake", HANDOFF + "?id=nope", HANDOFF + "?id=fake&match=x", HANDOFF,
+])
+def test_a_token_that_opens_no_session_is_the_first_answer(api: Api, path: str) -> None:
+    tokens = _failing_tokens(api)
+    link_user = api.user_id("alice")
+    api.store.upsert_link(link_user, "fake", "gho_x", "", expires_at(3600))
+    for name, (token, detail) in tokens.items():
+        r = api.get(path, headers={"Coder-Session-Token": token})
+        assert _detail(r) == detail, name
+
+
+def test_the_operations_that_look_the_token_up_cannot_fail_validation_first() -> None:
+    """Their token is looked up after connexion's request validation: were a request
+    able to fail it, a caller without a session would learn of a 400 before the 401."""
+    spec = load_spec()
+    found = {}
+    for item in spec["paths"].values():
+        for method, op in item.items():
+            if not isinstance(op, dict) or "operationId" not in op:
+                continue
+            schemes = {name for req in op.get("security", spec["security"]) for name in req}
+            by_handler = {spec["components"]["securitySchemes"][name].get("x-apikeyInfoFunc")
+                          for name in schemes}
+            if (op["operationId"] in LOOKED_UP_BY_THE_OPERATION
+                    or "handlers.security.agent_or_session_token" in by_handler):
+                found[op["operationId"]] = (method, [*item.get("parameters", []),
+                                                     *op.get("parameters", [])], op)
+    assert set(LOOKED_UP_BY_THE_OPERATION) <= set(found)
+    for operation, (method, parameters, op) in found.items():
+        assert method == "get" and "requestBody" not in op, operation
+        for param in parameters:
+            param = spec["components"]["parameters"][param["$ref"].rsplit("/", 1)[1]] \
+                if "$ref" in param else param
+            assert param["schema"] == {"type": "string"}, (operation, param["name"])
+            assert param["in"] == "path" or not param.get("required"), (operation, param["name"])
+
+
+def test_a_key_and_its_links_are_read_together(database: str, store_at) -> None:  # type: ignore[no-untyped-def]
+    store = store_at(database)
+    store.migrate()
+    alice, bob = store.create_user("alice"), store.create_user("bob")
+    token = sessions.create_token(store, alice)
+    for user, provider in ((alice, "zeta"), (alice, "alpha"), (bob, "alpha")):
+        store.upsert_link(user.id, provider, f"gho_{user.name}_{provider}", "", None)
+    key, links = store.api_key_and_links(token[:10])
+    assert key == store.get_api_key(token[:10])
+    assert [(x.user_id, x.provider_id) for x in links] == [(alice.id, "alpha"), (alice.id, "zeta")]
+    assert links == store.links_for_user(alice.id)
+    key, links = store.api_key_and_links(token[:10], "zeta")
+    assert key is not None and links == [store.get_link(alice.id, "zeta")]
+    assert store.api_key_and_links(token[:10], "nope")[1] == []
+    assert store.api_key_and_links("0123456789") == (None, [])
+    lonely = sessions.create_token(store, store.create_user("carol"))
+    key, links = store.api_key_and_links(lonely[:10])
+    assert key is not None and key.user_name == "carol" and links == []
+
+    agent = sessions.create_agent_token(store, bob, "laptop")
+    found, links = store.agent_token_and_links(sessions.hash_secret(agent), "alpha")
+    assert found == store.agent_token_by_hash(sessions.hash_secret(agent))
+    assert links == [store.get_link(bob.id, "alpha")]
+    assert store.agent_token_and_links(sessions.hash_secret("nope")) == (None, [])
+
+
+def test_a_credential_is_checked_before_its_links_are_used(database: str, store_at) -> None:  # type: ignore[no-untyped-def]
+    store = store_at(database)
+    store.migrate()
+    alice = store.create_user("alice")
+    token = sessions.create_token(store, alice)
+    store.upsert_link(alice.id, "fake", "gho_alice", "", None)
+    session, links = sessions.authenticate_reading(store, sessions.credential(token), "fake")
+    assert (session.user_id, session.kind) == (alice.id, "session")
+    assert [x.access_token for x in links] == ["gho_alice"]
+    wrong = token[:11] + ("A" if token[11] != "A" else "B") + token[12:]
+    with pytest.raises(UnauthorizedError, match="API key secret is invalid"):
+        sessions.authenticate_reading(store, sessions.credential(wrong), "fake")
+    agent = sessions.create_agent_token(store, alice)
+    with pytest.raises(UnauthorizedError, match="expected 2 got 5"):
+        sessions.credential(agent)  # where only a session token opens
+    session, links = sessions.authenticate_reading(
+        store, sessions.credential(agent, agents=True), "fake")
+    assert (session.user_id, session.kind) == (alice.id, "agent") and len(links) == 1
+    assert "gho" not in repr(sessions.credential(token)) and token not in repr(
+        sessions.credential(token))

@@ -66,6 +66,9 @@ GUARDED: dict[str, tuple[str, str]] = {
     # JSONBodyValidator replaces the base class's protocol method
     "connexion.validators.abstract.AbstractRequestBodyValidator.wrap_receive":
         ("44c469448a6e", "replaced"),
+    # operation_id(): where the router leaves the operation it matched
+    "connexion.middleware.routing.RoutingOperation.__call__":
+        ("634b2f09f237", "what it puts in the scope, read by operation_id()"),
     # middlewares(): connexion's default chain, less what a request does not need
     "connexion.middleware.main.ConnexionMiddleware.default_middlewares": ("738abcc95f63", "copied"),
 }

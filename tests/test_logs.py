@@ -153,16 +153,17 @@ def test_a_good_refresh_and_a_link_are_info(api: Api, fake: FakeProvider,
 def test_our_own_bug_is_an_error_with_a_traceback(api: Api,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     headers = api.login()
-    # Break what the code relies on: the links table is gone.
-    sql(api, "DROP TABLE external_auth_links")
-    r = api.get("/api/v2/external-auth", headers=headers)
+    # Break what the code relies on once the caller is known: the table of
+    # device authorizations is gone.
+    sql(api, "DROP TABLE device_authorizations")
+    r = api.get("/api/v2/external-auth/fake/device", headers=headers)
     assert r.status_code == 500
     assert r.json() == {"message": "An internal server error occurred."}
     [bug] = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
-    assert bug.exc_info is not None and "external_auth_links" in str(bug.exc_info[1])
+    assert bug.exc_info is not None and "device_authorizations" in str(bug.exc_info[1])
     line = json.loads(JsonFormatter().format(bug))
     assert line["level"] == "error" and "Traceback (most recent call last)" in line["traceback"]
-    assert line["operation"] == "list_user_external_auths"
+    assert line["operation"] == "get_external_auth_device_by_id"
     assert line["user_id"] == api.user_id("alice")
 
 

@@ -11,11 +11,12 @@ from extauth.crypto import DecryptError
 from extauth.store._base import Row, StoreBase, _dt, utcnow
 from extauth.store.records import Link
 
-_LINK_COLUMNS = (
-    "user_id, provider_id, access_token, refresh_token, expires_at, extra, "
-    "refresh_failure_reason, created_at, updated_at, refresh_failed_at, version, token_key_id, "
-    "token_lifetime, refresh_retry_at, refresh_retry_reason"
+LINK_FIELDS = (
+    "user_id", "provider_id", "access_token", "refresh_token", "expires_at", "extra",
+    "refresh_failure_reason", "created_at", "updated_at", "refresh_failed_at", "version",
+    "token_key_id", "token_lifetime", "refresh_retry_at", "refresh_retry_reason",
 )
+_LINK_COLUMNS = ", ".join(LINK_FIELDS)
 _TOKEN_FIELDS = ("access_token", "refresh_token", "extra")
 
 
@@ -37,12 +38,13 @@ class LinksQueries(StoreBase):
 
     def _link(self, row: Row) -> Link:
         user_id, provider_id, key = row["user_id"], row["provider_id"], row["token_key_id"]
-        plain: dict[str, str] = {}
+        plain: dict[str, str] = {name: row[name] for name in _TOKEN_FIELDS}
         error = ""
         try:
-            for name in _TOKEN_FIELDS:
-                plain[name] = self.cipher.decrypt(row[name], key,
-                                                  _context(user_id, provider_id, name))
+            if key:  # stored sealed ("" = plain)
+                for name in _TOKEN_FIELDS:
+                    plain[name] = self.cipher.decrypt(row[name], key,
+                                                      _context(user_id, provider_id, name))
         except DecryptError as exc:
             plain, error = {"access_token": "", "refresh_token": "", "extra": ""}, str(exc)
         return Link(
@@ -51,7 +53,8 @@ class LinksQueries(StoreBase):
             access_token=plain["access_token"],
             refresh_token=plain["refresh_token"],
             expires_at=_dt(row["expires_at"]),
-            extra=json.loads(plain["extra"]) if plain["extra"] else {},
+            # Most links carry no extra token data: "{}" needs no parser.
+            extra=json.loads(plain["extra"]) if plain["extra"] not in ("", "{}") else {},
             refresh_failure_reason=row["refresh_failure_reason"],
             created_at=_dt(row["created_at"]) or utcnow(),
             updated_at=_dt(row["updated_at"]) or utcnow(),
