@@ -95,9 +95,7 @@ async def session_token(token: str | None, request: ConnexionRequest) -> dict[st
     scheme found ``token``, the token used is the one Coder would use. For the
     operations that look it up themselves, its shape is checked here and the
     rest is theirs (``token_info["caller"]``, a ``Credential``)."""
-    value, _ = pick_token(request)
-    if value is None:
-        raise OAuthProblem(detail="No authorization token provided")
+    value = _required_token(request)
     if operation_id(request.scope) in LOOKED_UP_BY_THE_OPERATION:
         return {"sub": None, "caller": credential(value)}
     links: Links = request.scope["state"]["links"]
@@ -114,7 +112,11 @@ async def agent_or_session_token(token: str | None, request: ConnexionRequest) -
     """The token hand-off's token-info function: an agent token or a session
     token, picked in Coder's order, its shape checked, or 401. The hand-off looks
     it up itself, with the link, in one trip (``token_info["caller"]``)."""
+    return {"sub": None, "caller": credential(_required_token(request), agents=True)}
+
+
+def _required_token(request: ConnexionRequest) -> str:
     value, _ = pick_token(request)
     if value is None:
         raise OAuthProblem(detail="No authorization token provided")
-    return {"sub": None, "caller": credential(value, agents=True)}
+    return value
