@@ -5,7 +5,7 @@ external-auth access-token``, and our own ``extauth access-token`` and
 ``extauth git-credential`` ask it): the provider is chosen by id, or by
 matching a URL against each provider's regex; the link is refreshed when due
 (the one single-flight refresh, ``Links.refresher``) and validated at the
-provider (the one coalesced verdict, ``Links._verdict``); the answer is the
+provider (the one coalesced verdict, ``Links.verdict``); the answer is the
 token, or the page where the user links. With ``listen``, a missing or
 invalid link is waited for (``LinkWatcher``) until it becomes valid, up to
 ``listen_seconds``. Every token handed out is a ``token read`` audit event.
@@ -98,7 +98,8 @@ class TokenHandoff:
         self.waiting = 0
 
     def choose(self, provider_id: str, match: str) -> ProviderConfig:
-        """The provider with this id, or the one whose regex matches ``match``."""
+        """The provider with this id, or the one whose regex matches ``match``; 503
+        when its config leaves it unable to work (no page could link it)."""
         if provider_id and match:
             raise BadRequestError("'url' and 'id' cannot be provided together!")
         if not provider_id and not match:
@@ -114,10 +115,10 @@ class TokenHandoff:
                     f"No external auth provider found with the id {_echo(provider_id)!r}.",
                     detail="Configured providers: "
                     + (", ".join(c.id for c in configured) or "none"))
-            return p
+            return self.links.usable(p.id)
         found = [p for p, regex in self._regexes if regex.search(match)]
         if len(found) == 1:
-            return found[0]
+            return self.links.usable(found[0].id)
         pairs = ", ".join(f"{p.id}={json.dumps(p.regex)}"
                           for p in (found or configured))
         if found:
@@ -175,7 +176,7 @@ class TokenHandoff:
         outcome = await self.links.refresher.fresh(session, p, link)
         if outcome.link is None:
             return unlinked, None
-        state = self.links._state(outcome.link, outcome.note)
+        state = self.links.state_of(outcome.link, outcome.note)
         if not state.authenticated:
             if outcome.note:
                 # The provider could not refresh it just now: the user need not
@@ -184,7 +185,7 @@ class TokenHandoff:
                     f"Provider {p.id!r} could not refresh the token; try again.",
                     detail=outcome.note)
             return unlinked, state.link
-        check = await self.links._verdict(session, p, state.link)
+        check = await self.links.verdict(session, p, state.link)
         if not check.valid:
             return unlinked, state.link
         extra = ({key: state.link.extra.get(key) for key in p.extra_token_keys}

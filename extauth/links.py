@@ -175,8 +175,9 @@ class Links:
         schema is current and the configured keys decrypt the stored tokens."""
         await self._db(readiness.check, self.store)
 
-    def _state(self, link: Link, note: str = "") -> LinkState:
-        """What a stored link is worth right now, without asking the provider."""
+    def state_of(self, link: Link, note: str = "") -> LinkState:
+        """What a stored link is worth right now, without asking the provider
+        (``note``: why a refresh that was due did not happen just now)."""
         p = self.settings.provider(link.provider_id)
         if p is None:
             return LinkState(link, False, "The provider of this link is no longer configured.")
@@ -203,28 +204,36 @@ class Links:
     async def _fresh_state(self, session: Session, link: Link) -> LinkState | None:
         p = self.settings.provider(link.provider_id)
         if p is None or p.unusable:
-            return self._state(link)
+            return self.state_of(link)
         outcome = await self.refresher.fresh(session, p, link)
-        return self._state(outcome.link, outcome.note) if outcome.link else None
+        return self.state_of(outcome.link, outcome.note) if outcome.link else None
 
     async def list_links(self, who: Session | Credential) -> list[LinkState]:
         """The caller's links, each refreshed first when it is about to expire, then
         validated at its provider, as Coder does; all of them at once."""
         session, links = await self.caller(who)
-        states = await asyncio.gather(*(self._listed(session, link) for link in links))
+        states = await asyncio.gather(*(self.check(session, link) for link in links))
         return [s for s in states if s is not None]
 
-    async def _listed(self, session: Session, link: Link) -> LinkState | None:
-        """One link of the list: what its provider says of it, within the provider
-        timeout. A provider that fails is the link's ``validate_error``, never the
-        list's."""
+    async def link_state(self, who: Session | Credential,
+                         provider_id: str) -> tuple[ProviderConfig, LinkState | None]:
+        """The usable provider and the caller's link to it as ``check`` finds it
+        (None when there is no link)."""
+        session, found = await self.caller(who, provider_id)
+        p = self.usable(provider_id)
+        return p, await self.check(session, found[0]) if found else None
+
+    async def check(self, session: Session, link: Link) -> LinkState | None:
+        """A link refreshed when due, then judged by its provider within the
+        provider timeout (None when the refresh found it gone). A provider that
+        fails is the link's ``validate_error`` (``unchecked``), never an error."""
         state = await self._fresh_state(session, link)
         p = self.settings.provider(link.provider_id)
         if state is None or not state.authenticated or p is None:
             return state
         timeout = self.settings.provider_timeout
         try:
-            check = await asyncio.wait_for(self._verdict(session, p, state.link), timeout)
+            check = await asyncio.wait_for(self.verdict(session, p, state.link), timeout)
         except TimeoutError:
             return LinkState(state.link, False, f"Provider {p.id!r} did not answer the token "
                              f"validation within {timeout:g}s.", unchecked=True)
@@ -246,7 +255,7 @@ class Links:
         if state is None or not state.authenticated:
             return ProviderState(p)
         check, (installable, installations) = await asyncio.gather(
-            self._verdict(session, p, state.link), self._installations(p, state.link))
+            self.verdict(session, p, state.link), self.app_installations(p, state.link))
         return ProviderState(
             p,
             authenticated=check.valid,
@@ -261,7 +270,7 @@ class Links:
         # a link is deleted and made again, a token never comes back.
         return link.user_id, p.id, hashlib.sha256(link.access_token.encode()).digest()
 
-    async def _verdict(self, session: Session, p: ProviderConfig, link: Link) -> TokenCheck:
+    async def verdict(self, session: Session, p: ProviderConfig, link: Link) -> TokenCheck:
         """The provider's verdict on the link's access token: one call in flight per
         token, whoever asks (the list, a get), reused within the verdict window."""
         return await self.verdicts.get(
@@ -273,7 +282,7 @@ class Links:
             await self.audit.record(session, p.id, "validate", "invalid", check.reason)
         return check
 
-    async def _installations(
+    async def app_installations(
         self, p: ProviderConfig, link: Link
     ) -> tuple[bool, list[Installation]]:
         """The GitHub App installations the token sees (a get needs them, the list

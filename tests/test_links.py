@@ -270,7 +270,8 @@ def test_an_unusable_provider_is_listed_and_its_operations_say_why(
 ) -> None:
     """Coder starts with a Bitbucket Server that has no auth URL; so does extauth,
     and the provider answers 503 with the reason while the others work."""
-    api = make_api(fake.config(), {"type": "bitbucket-server", "client_id": "bb"})
+    api = make_api(fake.config(), {"type": "bitbucket-server", "client_id": "bb",
+                                   "regex": r"bitbucket\.example"})
     headers = api.login()
     link(api, fake)
     link(api, fake, provider="bitbucket-server")
@@ -287,7 +288,11 @@ def test_an_unusable_provider_is_listed_and_its_operations_say_why(
     calls = [("GET", "/api/v2/external-auth/bitbucket-server", None),
              ("GET", "/api/v2/external-auth/bitbucket-server/device", None),
              ("POST", "/api/v2/external-auth/bitbucket-server/device", {"device_code": "x"}),
-             ("GET", "/external-auth/bitbucket-server/callback", None)]
+             ("GET", "/external-auth/bitbucket-server/callback", None),
+             ("GET", "/api/v2/workspaceagents/me/external-auth?id=bitbucket-server&match=",
+              None),
+             ("GET", "/api/v2/workspaceagents/me/external-auth?match=bitbucket.example",
+              None)]
     before = len(fake.requests)
     for method, path, json in calls:
         r = api.request(method, path, headers=headers, json=json)

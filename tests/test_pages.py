@@ -296,14 +296,19 @@ def test_a_bad_parameter_is_a_400_page(api: Api) -> None:
     assert "Invalid request." in _is_page(r, 400)
 
 
-def test_a_provider_failure_is_a_502_page(api: Api, fake: FakeProvider) -> None:
+def test_a_provider_down_shows_the_link_unchecked_on_its_page(api: Api,
+                                                               fake: FakeProvider) -> None:
+    """Not an error page: the person still sees the link and can unlink or link
+    again."""
     token = _token(api)
     link(api, fake)
     fake.script("validate", *[Answer(status=503, text="down")] * 2)
-    headers = _cookie(token)
-    text = _is_page(api.get("/external-auth/fake", headers=headers), 502)
-    assert ("<h1>Failed to validate token with provider &#39;fake&#39;: "
-            "it answered HTTP 503.</h1>") in text
+    before = len(fake.requests)
+    text = _is_page(api.get("/external-auth/fake", headers=_cookie(token)))
+    assert ("Linked, but the token could not be checked: Failed to validate token with "
+            "provider &#39;fake&#39;: it answered HTTP 503.") in text
+    assert "<h1>Link fake-oauth</h1>" in text and 'data-action="unlink"' in text
+    assert len(fake.requests) - before == 1  # the validation, and nothing more
 
 
 def test_a_wrong_method_on_a_page_is_a_405_page(api: Api) -> None:

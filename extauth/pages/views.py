@@ -85,15 +85,9 @@ def _listed(p: ProviderConfig, state: LinkState | None) -> ProviderView:
 async def provider_view(links: Links, session: Session, provider_id: str) -> ProviderView:
     """One provider: validated at the provider when linked, with the provider-side
     user and app installations; why not, when the link is not valid."""
-    status = await links.status(session, provider_id)
-    p = status.provider
-    if status.authenticated:
-        return ProviderView(p, linked=True, authenticated=True, user=status.user,
-                            installations=status.installations,
-                            app_installable=status.app_installable)
-    state = next((s for s in await links.list_links(session) if s.link.provider_id == p.id),
-                 None)
-    if state is None:
-        return ProviderView(p)
-    why = state.validate_error or "The provider no longer accepts the token."
-    return ProviderView(p, linked=True, validate_error=why)
+    p, state = await links.link_state(session, provider_id)
+    if state is None or not state.authenticated:
+        return _listed(p, state)
+    installable, installations = await links.app_installations(p, state.link)
+    return ProviderView(p, linked=True, authenticated=True, user=state.user,
+                        installations=installations, app_installable=installable)
