@@ -113,6 +113,11 @@ def two_instances(runner: Runner, config: Path) -> None:
                               for part in rs[0]["cpu"]}
     one, two = (entry["servers"][n]["median"]["rps"] for n in runs)
     entry["two_over_one"] = ratio(two, one)
+    entry["per_cpu_second"] = {name: statistics.median(r["per_cpu_s"] for r in rs)
+                               for name, rs in runs.items()}
+    # The most a second instance could add here: all the CPUs, at the CPU time
+    # one instance's requests took (its own, the database's, wrk's, ...).
+    entry["ceiling"] = len(everywhere) / sum(entry["cpu"]["one instance"].values())
     entry["rss_kb"] = rss
     entry["verdict_window_s"] = VERDICT_WINDOW
     entry["limit"] = f"CPUs busy with two instances: {_busy(entry['cpu']['two instances'])}"
@@ -122,8 +127,13 @@ def two_instances(runner: Runner, config: Path) -> None:
         m = server["median"]
         log(f"  {name:<14}{m['rps']:9.1f} req/s  p50 {ms(m['p50_us'])} ms  "
                    f"p99 {ms(m['p99_us'])} ms  errors {m['errors']}")
+    per_cpu = entry["per_cpu_second"]
     log(f"  two/one: throughput {entry['two_over_one']:.2f}; {entry['limit']}; "
                f"RSS {', '.join(mb(kb) for kb in rss)} MB")
+    log(f"  the ceiling on {len(everywhere)} CPUs: {entry['ceiling']:.2f} x one; requests per "
+        f"CPU-second of all parts: one {per_cpu['one instance']:.0f}, two "
+        f"{per_cpu['two instances']:.0f} "
+        f"({ratio(per_cpu['two instances'], per_cpu['one instance']):.2f})")
 
 
 def _measure(runner: Runner, instances: list[Server], load: Load,
@@ -155,6 +165,9 @@ def _measure(runner: Runner, instances: list[Server], load: Load,
         "each": outs,
         "cpu": cpu,
     }
+    # Requests per CPU-second of every part: what the work costs, whether or not
+    # the machine had CPUs to spare.
+    run["per_cpu_s"] = run["rps"] / sum(cpu.values())
     for metric in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us"):
         run[metric] = max(o[metric] for o in outs)
     return run
