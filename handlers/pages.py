@@ -35,16 +35,20 @@ def _refuse_cross_site() -> None:
                             headers.get("host"), service().settings.base_url())
 
 
+async def _opens_a_session(token: str) -> bool:
+    """Whether ``token`` opens a session (a stale cookie does not: sign in again)."""
+    try:
+        await service().authenticate(token)
+    except UnauthorizedError:
+        return False
+    return True
+
+
 async def login_page(redirect: str | None = None) -> Response:
     """The sign-in form; a browser already signed in goes straight on."""
     cookie = first_cookie(Headers(scope=scope).get("cookie", ""))
-    if cookie:
-        try:
-            await service().authenticate(cookie)
-        except UnauthorizedError:
-            pass  # a stale cookie: sign in again
-        else:
-            return _see_other(pages.after_sign_in(redirect))
+    if cookie and await _opens_a_session(cookie):
+        return _see_other(pages.after_sign_in(redirect))
     return _page(pages.render("login.html", redirect=pages.after_sign_in(redirect)))
 
 
